@@ -1,0 +1,1 @@
+"""Cerner sandbox models."""

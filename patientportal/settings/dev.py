@@ -1,0 +1,27 @@
+"""Development and demo: embedded defaults (SQLite, SQLite-file broker, file cache, sandbox)."""
+
+from __future__ import annotations
+
+from .base import *  # noqa: F403
+from .base import INSTALLED_APPS, OAUTH2_PROVIDER, VAR_DIR, env
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.bool("DEBUG", default=True)
+# Throw-away values for a laptop. Production refuses to start without real ones.
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-do-not-use-in-production")
+VAULT_KEYS = env.str("VAULT_KEYS", default="dev-1:ZGV2LW9ubHktaW5zZWN1cmUtdmF1bHQta2V5LTMyYnk=")
+VAULT_ACTIVE_KEY_ID = env.str("VAULT_ACTIVE_KEY_ID", default="dev-1")
+
+# The /demo/ reference client on http://127.0.0.1 is a loopback redirect (RFC 8252 §7.3).
+OAUTH2_PROVIDER = {
+    **OAUTH2_PROVIDER,
+    "ALLOWED_REDIRECT_URI_SCHEMES": [*OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"], "http"],
+}
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# The Cerner sandbox runs as its own origin on SANDBOX_PORT (8001) in the demo.
+SANDBOX_ENABLED = True
+DEMO_ENABLED = True
+INSTALLED_APPS = [*INSTALLED_APPS, "fhirlink.sandbox"]

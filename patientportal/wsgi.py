@@ -1,0 +1,8 @@
+"""WSGI entry point (gunicorn patientportal.wsgi)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "patientportal.settings.dev")
+application = get_wsgi_application()
