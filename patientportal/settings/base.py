@@ -380,3 +380,17 @@ SANDBOX_ENABLED = False
 # Demo conveniences (seeded users, the /demo/ reference client's registration): dev only.
 DEMO_ENABLED = False
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:8001").rstrip("/")
+
+# === App sections: each app's settings live in its own section below. ==========================
+
+# --- Consent (patientportal.consent) -----------------------------------------------------------
+# Called (dotted paths, with patient_id=) after a consent for the purpose is revoked.
+CONSENT_REVOCATION_HANDLERS: dict[str, list[str]] = {}
+
+# --- Access log (patientportal.accesslog) -----------------------------------------------------
+
+# --- EHR link (fhirlink) -------------------------------------------------------------------------
+# Called (dotted paths, with connection_id=) when a connection needs the patient to reconnect.
+FHIRLINK_NEEDS_REAUTH_HANDLERS: list[str] = []
+
+# --- Engagement (engagement) ---------------------------------------------------------------------
