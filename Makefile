@@ -36,7 +36,6 @@ seed: migrate
 ## demo: install, migrate, seed, and run web + worker + beat + Cerner sandbox (Ctrl-C stops all)
 demo: seed
 	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
-	$(BIN)/python manage.py demo_banner
 	$(BIN)/honcho start --procfile deploy/Procfile.demo --app-root .
 
 ## test: install dev dependencies and run lint, types and the whole suite

@@ -12,6 +12,7 @@ secrets; `errors` appears only for field validation failures.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -219,7 +220,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     extra = None
     wait = getattr(exc, "wait", None)
     if isinstance(exc, drf.Throttled) and wait is not None:
-        extra = {"retry_after": int(wait) + 1}
+        extra = {"retry_after": math.ceil(wait)}  # the same value DRF puts in Retry-After
     response.data = error_body(
         status=response.status_code,
         code=code,

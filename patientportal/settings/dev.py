@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import *  # noqa: F403
 from .base import INSTALLED_APPS, OAUTH2_PROVIDER, VAR_DIR, env
 
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+(VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=True)
 # Throw-away values for a laptop. Production refuses to start without real ones.
