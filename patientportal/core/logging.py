@@ -33,15 +33,26 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     ),
     # E-mail addresses (PHI when they identify a patient).
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[EMAIL]"),
-    # Long opaque strings (base64 / hex blobs of 40+ chars): tokens, keys, ciphertext.
-    (re.compile(r"\b[A-Za-z0-9+/_-]{40,}={0,2}"), REDACTED),
 ]
+
+# Long opaque strings (base64 / hex blobs of 40+ chars): tokens, keys, ciphertext. File paths in
+# tracebacks look alike, so a run of short lower-case path segments is kept.
+_BLOB = re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}")
+_PATH_SEGMENT = re.compile(r"[a-z0-9_-]{1,40}")  # random base64 is never all lower case
+
+
+def _redact_blob(match: re.Match[str]) -> str:
+    blob = match.group(0)
+    segments = blob.strip("/").split("/")
+    if "+" not in blob and len(segments) >= 3 and all(_PATH_SEGMENT.fullmatch(s) for s in segments):
+        return blob
+    return REDACTED
 
 
 def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return _BLOB.sub(_redact_blob, text)
 
 
 class RequestIdFilter(logging.Filter):

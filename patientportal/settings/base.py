@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "axes",
     "django_otp",
@@ -297,6 +298,11 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served by this project (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False, "displayOperationId": True},
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "OAUTH2_FLOWS": ["authorizationCode"],
@@ -365,6 +371,8 @@ LOGGING: dict[str, Any] = {
         "django.db.backends": {"level": "WARNING"},
         # oauthlib logs request bodies (codes, tokens) at DEBUG: never let it.
         "oauthlib": {"level": "WARNING"},
+        # django-oauth-toolkit logs the authorization response URL (with the code) at DEBUG.
+        "oauth2_provider": {"level": "INFO"},
         "requests_oauthlib": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },
@@ -383,14 +391,121 @@ SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:80
 
 # === App sections: each app's settings live in its own section below. ==========================
 
+# --- Accounts (patientportal.accounts) ---------------------------------------------------------
+# Called (dotted paths, with patient_id=) after a patient asks for the account to be deleted
+# (tokens are already revoked and sign-in closed); apps append theirs to start their erasure.
+ACCOUNT_DELETION_REQUEST_HANDLERS: list[str] = []
+
 # --- Consent (patientportal.consent) -----------------------------------------------------------
-# Called (dotted paths, with patient_id=) after a consent for the purpose is revoked.
-CONSENT_REVOCATION_HANDLERS: dict[str, list[str]] = {}
+# Called (dotted paths, with patient_id=) after a consent for the purpose is revoked, or when a
+# new document version requiring re-consent moves the patient to "consent needed". Apps append
+# theirs: CONSENT_REVOCATION_HANDLERS["ehr_sync"].append("fhirlink.services.sync_stop_for_patient").
+CONSENT_REVOCATION_HANDLERS: dict[str, list[str]] = {
+    "ehr_sync": [],
+    "care_team_access": [],
+    "engagement": [],
+    "ai_processing": [],
+}
+# Purposes offered to patients. `ai_processing` is off unless an operator adds it.
+CONSENT_ENABLED_PURPOSES: list[str] = env.list(
+    "CONSENT_ENABLED_PURPOSES", default=["ehr_sync", "care_team_access", "engagement"]
+)
+CONSENT_DEFAULT_LANGUAGE: str = env.str("CONSENT_DEFAULT_LANGUAGE", default="en")
+CELERY_BEAT_SCHEDULE["consent-apply-reconsent"] = {
+    "task": "consent.apply_reconsent",
+    "schedule": timedelta(minutes=env.int("CONSENT_RECONSENT_CHECK_MINUTES", default=5)),
+}
 
 # --- Access log (patientportal.accesslog) -----------------------------------------------------
+# Rows older than this are purged daily (HIPAA asks for 6 years); an anchor keeps the rest
+# verifiable.
+ACCESS_LOG_RETENTION_DAYS: int = env.int("ACCESS_LOG_RETENTION_DAYS", default=6 * 366)
+# Key of the HMAC-SHA256 hash chain. Set it (and keep it) in production: without the key, someone
+# who can write to the database cannot forge a row that verifies. Unset: derived from SECRET_KEY.
+ACCESS_LOG_CHAIN_KEY: str = env.str("ACCESS_LOG_CHAIN_KEY", default="")
+# How staff appear in the patient's access log: "role_and_name", "role" or "name".
+ACCESS_LOG_STAFF_DISPLAY: str = env.str("ACCESS_LOG_STAFF_DISPLAY", default="role_and_name")
+# At most this many resource ids are kept on one row (a list page); the rest are counted.
+ACCESS_LOG_MAX_RESOURCE_IDS: int = env.int("ACCESS_LOG_MAX_RESOURCE_IDS", default=200)
+# PostgreSQL: a request's own log row commits without waiting for the WAL flush (the row is
+# visible and chained at once; only a database crash within ~0.6 s, 3 x wal_writer_delay, can
+# lose the newest rows, never corrupt the chain). It keeps the log within its latency budget.
+# Rows written inside a caller's transaction (consent changes, sync runs) keep its durability.
+# True: every row waits for the flush.
+ACCESS_LOG_SYNCHRONOUS_COMMIT: bool = env.bool("ACCESS_LOG_SYNCHRONOUS_COMMIT", default=False)
+CELERY_BEAT_SCHEDULE["accesslog-purge"] = {
+    "task": "accesslog.purge",
+    "schedule": timedelta(hours=24),
+}
 
 # --- EHR link (fhirlink) -------------------------------------------------------------------------
 # Called (dotted paths, with connection_id=) when a connection needs the patient to reconnect.
 FHIRLINK_NEEDS_REAUTH_HANDLERS: list[str] = []
+# The SMART redirect URI registered at each EHR (default: this origin's /fhirlink/callback).
+FHIRLINK_REDIRECT_URI: str = env.str(
+    "FHIRLINK_REDIRECT_URI", default=f"{PUBLIC_BASE_URL}/fhirlink/callback"
+)
+# The app's deep links the callback may send the browser to (exact matches; the first is the
+# default). Only a connection id and an outcome code are ever appended.
+FHIRLINK_APP_RETURN_URIS: list[str] = env.list(
+    "FHIRLINK_APP_RETURN_URIS", default=["org.patientportal.app:/connections/result"]
+)
+# Outbound HTTP to EHRs: explicit timeouts (seconds), never redirects (fhirlink/http.py).
+FHIRLINK_HTTP_CONNECT_TIMEOUT = env.float("FHIRLINK_HTTP_CONNECT_TIMEOUT", default=5.0)
+FHIRLINK_HTTP_READ_TIMEOUT = env.float("FHIRLINK_HTTP_READ_TIMEOUT", default=20.0)
+# Discovery (smart-configuration, CapabilityStatement, OIDC configuration) and JWKS caches.
+FHIRLINK_DISCOVERY_TTL = env.int("FHIRLINK_DISCOVERY_TTL", default=3600)
+FHIRLINK_JWKS_TTL = env.int("FHIRLINK_JWKS_TTL", default=3600)
+# A launch attempt (state) lives this long; an id_token older than this is refused.
+FHIRLINK_LAUNCH_TTL = env.int("FHIRLINK_LAUNCH_TTL", default=600)
+FHIRLINK_ID_TOKEN_MAX_AGE = env.int("FHIRLINK_ID_TOKEN_MAX_AGE", default=900)
+# Refresh: this long before expiry; at most one attempt per connection per interval (Cerner
+# throttles more than one a minute); the lease one worker holds while refreshing.
+FHIRLINK_REFRESH_MARGIN_SECONDS = env.int("FHIRLINK_REFRESH_MARGIN_SECONDS", default=120)
+FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS = env.int("FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS", default=60)
+FHIRLINK_REFRESH_LEASE_SECONDS = env.int("FHIRLINK_REFRESH_LEASE_SECONDS", default=60)
+FHIRLINK_REFRESH_WAIT_SECONDS = env.int("FHIRLINK_REFRESH_WAIT_SECONDS", default=15)
+# Cerner drops offline grants unused for 3 months: refresh grants idle for this many days.
+FHIRLINK_GRANT_KEEPALIVE_DAYS = env.int("FHIRLINK_GRANT_KEEPALIVE_DAYS", default=60)
+CELERY_BEAT_SCHEDULE["fhirlink-keep-grants-alive"] = {
+    "task": "fhirlink.keep_grants_alive",
+    "schedule": timedelta(hours=6),
+}
+CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
+    "task": "fhirlink.launch_attempts_purge",
+    "schedule": timedelta(hours=24),
+}
 
 # --- Engagement (engagement) ---------------------------------------------------------------------
+ENGAGEMENT_APP_NAME: str = env.str("ENGAGEMENT_APP_NAME", default="Patient Portal")
+# Outbox dispatch: rows claimed per batch, how long a claim lasts before another worker may take
+# the row over, how many attempts (with exponential backoff and jitter) before a row fails, and
+# how late a reminder may still go out (older ones expire instead of arriving at a silly hour).
+ENGAGEMENT_DISPATCH_BATCH_SIZE = env.int("ENGAGEMENT_DISPATCH_BATCH_SIZE", default=200)
+ENGAGEMENT_DISPATCH_MAX_SECONDS = env.int("ENGAGEMENT_DISPATCH_MAX_SECONDS", default=50)
+ENGAGEMENT_DISPATCH_FANOUT = env.int("ENGAGEMENT_DISPATCH_FANOUT", default=2)
+ENGAGEMENT_CLAIM_LEASE_SECONDS = env.int("ENGAGEMENT_CLAIM_LEASE_SECONDS", default=300)
+ENGAGEMENT_MAX_ATTEMPTS = env.int("ENGAGEMENT_MAX_ATTEMPTS", default=5)
+ENGAGEMENT_RETRY_BASE_SECONDS = env.int("ENGAGEMENT_RETRY_BASE_SECONDS", default=60)
+ENGAGEMENT_MAX_LATENESS = timedelta(hours=env.int("ENGAGEMENT_MAX_LATENESS_HOURS", default=6))
+# Cohort expansion: patients per batch (each batch is one short transaction).
+ENGAGEMENT_EXPAND_BATCH_SIZE = env.int("ENGAGEMENT_EXPAND_BATCH_SIZE", default=2000)
+# Push providers; a platform without credentials gets no push rows (inbox/e-mail still work).
+ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE: str = env.str("ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE", default="")
+ENGAGEMENT_FCM_PROJECT_ID: str = env.str("ENGAGEMENT_FCM_PROJECT_ID", default="")
+ENGAGEMENT_APNS_KEY_FILE: str = env.str("ENGAGEMENT_APNS_KEY_FILE", default="")  # .p8 (ES256)
+ENGAGEMENT_APNS_KEY_ID: str = env.str("ENGAGEMENT_APNS_KEY_ID", default="")
+ENGAGEMENT_APNS_TEAM_ID: str = env.str("ENGAGEMENT_APNS_TEAM_ID", default="")
+ENGAGEMENT_APNS_TOPIC: str = env.str("ENGAGEMENT_APNS_TOPIC", default="")  # the app's bundle id
+ENGAGEMENT_APNS_USE_SANDBOX = env.bool("ENGAGEMENT_APNS_USE_SANDBOX", default=False)
+ENGAGEMENT_PUSH_TIMEOUT_SECONDS = env.float("ENGAGEMENT_PUSH_TIMEOUT_SECONDS", default=10.0)
+# Revoking the engagement consent cancels pending deliveries; a connection that needs the
+# patient to reconnect gets a "please reconnect" reminder through the outbox.
+CONSENT_REVOCATION_HANDLERS.setdefault("engagement", []).append(
+    "engagement.services.deliveries_cancel_for_patient"
+)
+FHIRLINK_NEEDS_REAUTH_HANDLERS.append("engagement.services.reconnect_reminder_send")
+CELERY_BEAT_SCHEDULE["engagement-tick"] = {
+    "task": "engagement.tick",
+    "schedule": timedelta(seconds=env.int("ENGAGEMENT_TICK_SECONDS", default=30)),
+}

@@ -28,6 +28,11 @@ def test_redact_removes_secrets(raw, must_not_contain):
     assert must_not_contain not in redact(raw)
 
 
+def test_redact_keeps_file_paths_in_tracebacks():
+    line = 'File "/work/main/.venv/lib/python3.11/site-packages/django/core/handlers/base.py"'
+    assert redact(line) == line
+
+
 def test_redact_keeps_ordinary_text():
     line = "Sync run 42 for connection 7 fetched 200 Observation resources in 1.5 s"
     assert redact(line) == line
