@@ -7,3 +7,4 @@ class FhirlinkConfig(AppConfig):
     name = "fhirlink"
     label = "fhirlink"
     verbose_name = "EHR link"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider import views as oauth2_views
 
+from patientportal.accounts.views import PatientAuthorizationView
 from patientportal.core import health
 
 if settings.STAFF_OTP_REQUIRED:
@@ -22,7 +23,8 @@ admin.site.site_title = "Patient Portal"
 # Only the endpoints the mobile app needs; django-oauth-toolkit's application-management views
 # stay unmounted (operators register apps in the admin).
 oauth2_patterns: list[URLPattern | URLResolver] = [
-    path("authorize/", oauth2_views.AuthorizationView.as_view(), name="authorize"),
+    # DOT's view plus our rules: patients only, verified e-mail, PKCE S256 (accounts.views).
+    path("authorize/", PatientAuthorizationView.as_view(), name="authorize"),
     path("token/", oauth2_views.TokenView.as_view(), name="token"),
     path("revoke_token/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
 ]

@@ -26,7 +26,8 @@ VAULT_KEY_1 = base64.b64encode(bytes(range(32))).decode()
 VAULT_KEY_2 = base64.b64encode(bytes(range(100, 132))).decode()
 DB_PASSWORD = "db-pw-9f8e7d6c5b4a"
 REDIS_PASSWORD = "redis-pw-1a2b3c4d5e6f"
-SECRETS = [SECRET_KEY, VAULT_KEY_1, VAULT_KEY_2, DB_PASSWORD, REDIS_PASSWORD]
+CHAIN_KEY = "chain-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6"
+SECRETS = [SECRET_KEY, VAULT_KEY_1, VAULT_KEY_2, DB_PASSWORD, REDIS_PASSWORD, CHAIN_KEY]
 
 REQUIRED = [
     "SECRET_KEY",
@@ -36,6 +37,7 @@ REQUIRED = [
     "PUBLIC_BASE_URL",
     "DATABASE_URL",
     "REDIS_URL",
+    "ACCESS_LOG_CHAIN_KEY",
 ]
 
 CHECK_DEPLOY = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
@@ -59,6 +61,7 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         # Unreachable on purpose: nothing here may need the database or the broker.
         "DATABASE_URL": f"postgres://patientportal:{DB_PASSWORD}@db.invalid:5432/patientportal",
         "REDIS_URL": f"redis://:{REDIS_PASSWORD}@redis.invalid:6379/0",
+        "ACCESS_LOG_CHAIN_KEY": CHAIN_KEY,
         "EMAIL_HOST": "smtp.example.org",
         "DEFAULT_FROM_EMAIL": "Patient Portal <no-reply@portal.example.org>",
     }
@@ -219,7 +222,8 @@ sandbox_or_demo = sorted(
 )
 
 rf = RequestFactory()
-client_ip = settings.AXES_CLIENT_IP_CALLABLE
+from django.utils.module_loading import import_string
+client_ip = import_string(settings.AXES_CLIENT_IP_CALLABLE)
 
 class StaffWithoutVerifiedDevice:
     is_active = True

@@ -6,6 +6,7 @@ from typing import TextIO
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from oauth2_provider.models import Application
 
 from . import roles
@@ -38,6 +39,10 @@ def seed(stdout: TextIO) -> None:
     if created:
         patient_user.set_password(DEMO_PATIENT_PASSWORD)
         patient_user.save(update_fields=["password"])
+    if patient_user.email_verified_at is None:
+        # Only verified addresses may authorize the app (accounts.views.PatientAuthorizationView).
+        patient_user.email_verified_at = timezone.now()
+        patient_user.save(update_fields=["email_verified_at"])
     Patient.objects.get_or_create(user=patient_user, defaults={"time_zone": "America/Chicago"})
 
     for email, role in DEMO_STAFF.items():

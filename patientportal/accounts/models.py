@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class UserManager(BaseUserManager["User"]):
@@ -50,6 +51,10 @@ class User(AbstractUser):
     class Meta:
         verbose_name = "user"
         verbose_name_plural = "users"
+        constraints = [
+            # Addresses are stored lower-cased; this also holds for rows made outside the manager.
+            models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
+        ]
 
     def __str__(self) -> str:
         # Staff screens show ids, not e-mail addresses, unless a page has reason to.
@@ -58,6 +63,10 @@ class User(AbstractUser):
     @property
     def is_patient(self) -> bool:
         return hasattr(self, "patient")
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
 
 class Patient(models.Model):
@@ -76,3 +85,41 @@ class Patient(models.Model):
 
     def __str__(self) -> str:
         return f"patient {str(self.id)[:8]}"
+
+
+class AccountDeletionRequest(models.Model):
+    """A patient's request to erase their account: the receipt, and the operators' work item.
+
+    Recording the request revokes every OAuth token of the user and closes sign-in at once; the
+    erasure itself (synced records, connections, the account) is done later by operators and
+    jobs, which set `completed_at`. The row outlives the user (`user` becomes NULL, `patient_id`
+    stays) as the proof that the request was honoured.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        COMPLETED = "completed", "Completed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="deletion_requests"
+    )
+    patient_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    requested_at = models.DateTimeField()
+    sessions_revoked = models.PositiveIntegerField(default=0)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["requested_at"]
+        constraints = [
+            # One open request per user: asking twice returns the same receipt.
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(status="pending"),
+                name="accounts_one_pending_deletion_request_per_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"deletion request {str(self.id)[:8]}"

@@ -35,9 +35,15 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     ],
     # The access log and consent history, read-only.
     AUDITOR: [
+        "accounts.view_accountdeletionrequest",
         "accesslog.view_accessevent",
+        "accesslog.view_accessloganchor",
         "consent.view_consentdocument",
         "consent.view_consentrecord",
+        "consent.view_patientconsent",
+        "careteams.view_breakglassgrant",
+        "careteams.view_careteamassignment",
+        "careteams.view_careteam",
     ],
     # Health-system registry, consent documents, staff accounts and care teams.
     OPERATOR: [
@@ -49,6 +55,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "consent.view_consentdocument",
         "accounts.view_user",
         "accounts.change_user",
+        "accounts.view_accountdeletionrequest",
         "auth.view_group",
         "oauth2_provider.add_application",
         "oauth2_provider.change_application",
@@ -56,6 +63,12 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "otp_totp.add_totpdevice",
         "otp_totp.view_totpdevice",
         "otp_totp.delete_totpdevice",
+        "careteams.add_careteam",
+        "careteams.change_careteam",
+        "careteams.view_careteam",
+        "careteams.add_careteamassignment",
+        "careteams.view_careteamassignment",
+        "careteams.delete_careteamassignment",
     ],
 }
 

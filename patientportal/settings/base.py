@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "patientportal.accounts",
     "patientportal.consent",
     "patientportal.accesslog",
+    "patientportal.careteams",
     # EHR side
     "fhirlink",
     # Engagement
@@ -197,6 +198,10 @@ AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_FORM_FIELD = "username"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 AXES_VERBOSE = False
+# Reverse proxies in front of gunicorn (0 in dev; production's TLS front end makes it 1). The
+# client address is read from X-Forwarded-For accordingly (patientportal.core.http.client_ip).
+TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "patientportal.core.http.client_ip"
 
 # Staff: idle timeout (minutes) and TOTP two-factor (forced on in production).
 STAFF_SESSION_IDLE_TIMEOUT = env.int("STAFF_SESSION_IDLE_TIMEOUT", default=15) * 60
@@ -310,7 +315,10 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
     "OAUTH2_TOKEN_URL": "/o/token/",
     "OAUTH2_REFRESH_URL": "/o/token/",
     "OAUTH2_SCOPES": API_SCOPES,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "PurposeEnum": "patientportal.consent.models.Purpose",
+        "AccessPurposeEnum": "patientportal.accesslog.models.AccessPurpose",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "patientportal.core.api.schema.add_error_responses",
@@ -427,12 +435,11 @@ ACCESS_LOG_CHAIN_KEY: str = env.str("ACCESS_LOG_CHAIN_KEY", default="")
 ACCESS_LOG_STAFF_DISPLAY: str = env.str("ACCESS_LOG_STAFF_DISPLAY", default="role_and_name")
 # At most this many resource ids are kept on one row (a list page); the rest are counted.
 ACCESS_LOG_MAX_RESOURCE_IDS: int = env.int("ACCESS_LOG_MAX_RESOURCE_IDS", default=200)
-# PostgreSQL: a request's own log row commits without waiting for the WAL flush (the row is
-# visible and chained at once; only a database crash within ~0.6 s, 3 x wal_writer_delay, can
-# lose the newest rows, never corrupt the chain). It keeps the log within its latency budget.
-# Rows written inside a caller's transaction (consent changes, sync runs) keep its durability.
-# True: every row waits for the flush.
-ACCESS_LOG_SYNCHRONOUS_COMMIT: bool = env.bool("ACCESS_LOG_SYNCHRONOUS_COMMIT", default=False)
+# PostgreSQL: True (default) makes every log row wait for the WAL flush, so an audit record is
+# never lost. False lets a request's own row commit without waiting (it is still chained at
+# once; only a database crash within ~0.6 s, 3 x wal_writer_delay, can lose the newest rows,
+# never corrupt the chain): cheaper per request, at that risk.
+ACCESS_LOG_SYNCHRONOUS_COMMIT: bool = env.bool("ACCESS_LOG_SYNCHRONOUS_COMMIT", default=True)
 CELERY_BEAT_SCHEDULE["accesslog-purge"] = {
     "task": "accesslog.purge",
     "schedule": timedelta(hours=24),
@@ -475,6 +482,74 @@ CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
     "task": "fhirlink.launch_attempts_purge",
     "schedule": timedelta(hours=24),
 }
+# Account deletion: revoke every connection at its health system, destroy tokens, erase data.
+ACCOUNT_DELETION_REQUEST_HANDLERS.append("fhirlink.tasks.on_account_deletion_requested")
+# Sync engine (fhirlink.services.sync). Per health system, shared by every worker: at most this
+# many requests in flight and this many per second (cache-based; Redis in production).
+FHIRLINK_SYNC_CONCURRENCY = env.int("FHIRLINK_SYNC_CONCURRENCY", default=4)
+FHIRLINK_SYNC_RATE_PER_SECOND = env.int("FHIRLINK_SYNC_RATE_PER_SECOND", default=50)
+# Retries of one request (429/5xx/timeouts): exponential backoff with jitter, Retry-After wins.
+FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
+    "FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST", default=6
+)
+FHIRLINK_SYNC_BACKOFF_BASE = env.float("FHIRLINK_SYNC_BACKOFF_BASE", default=0.5)
+FHIRLINK_SYNC_BACKOFF_MAX = env.float("FHIRLINK_SYNC_BACKOFF_MAX", default=30.0)
+# Processes that prepare large pages (canonical JSON, columns, R4 validation) for the fetch
+# threads, so the GIL-bound preparation does not starve the writer (0: on the fetch threads).
+# Only where a task may start processes: not in a prefork worker's (daemonic) children, where
+# it falls back to 0; use with `celery worker --pool=threads|solo`, or the benchmark.
+FHIRLINK_SYNC_PREPARE_PROCESSES = env.int("FHIRLINK_SYNC_PREPARE_PROCESSES", default=0)
+# A page that is not JSON/FHIR is quarantined and asked for again this many times.
+FHIRLINK_SYNC_PAGE_RETRIES = env.int("FHIRLINK_SYNC_PAGE_RETRIES", default=2)
+# Bounds.
+FHIRLINK_SYNC_PAGE_SIZE = env.int("FHIRLINK_SYNC_PAGE_SIZE", default=200)  # capped per type
+FHIRLINK_SYNC_MAX_PAGES = env.int("FHIRLINK_SYNC_MAX_PAGES", default=5000)  # per stream
+FHIRLINK_SYNC_MAX_PAGE_BYTES = env.int("FHIRLINK_SYNC_MAX_PAGE_BYTES", default=20 * 1024 * 1024)
+FHIRLINK_SYNC_MAX_BINARY_BYTES = env.int("FHIRLINK_SYNC_MAX_BINARY_BYTES", default=10 * 1024 * 1024)
+FHIRLINK_SYNC_BINARY_CONTENT_TYPES: list[str] = env.list(
+    "FHIRLINK_SYNC_BINARY_CONTENT_TYPES",
+    default=[
+        "application/pdf",
+        "text/plain",
+        "text/html",
+        "text/rtf",
+        "application/xml",
+        "text/xml",
+        "image/jpeg",
+        "image/png",
+        "image/tiff",
+    ],
+)
+FHIRLINK_SYNC_MAX_REFERENCES = env.int("FHIRLINK_SYNC_MAX_REFERENCES", default=2000)
+# Observation's full pass: date windows of about this many pages, at most this many windows,
+# reaching this many years back before one open-ended window.
+FHIRLINK_SYNC_WINDOW_PAGES = env.int("FHIRLINK_SYNC_WINDOW_PAGES", default=8)
+FHIRLINK_SYNC_MAX_WINDOWS = env.int("FHIRLINK_SYNC_MAX_WINDOWS", default=48)
+FHIRLINK_SYNC_WINDOW_YEARS = env.int("FHIRLINK_SYNC_WINDOW_YEARS", default=25)
+# Incremental: `_lastUpdated=ge(start of the last complete pass - overlap)`; a full reconcile
+# (tombstoning what the server no longer returns) every this many days.
+FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS = env.int(
+    "FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS", default=600
+)
+FHIRLINK_SYNC_RECONCILE_DAYS = env.float("FHIRLINK_SYNC_RECONCILE_DAYS", default=7)
+# The worker running a sync renews its lease after every page; a run whose lease expired is
+# taken over (resumed from its checkpoints), at most this many attempts.
+FHIRLINK_SYNC_LEASE_SECONDS = env.int("FHIRLINK_SYNC_LEASE_SECONDS", default=60)
+FHIRLINK_SYNC_MAX_ATTEMPTS = env.int("FHIRLINK_SYNC_MAX_ATTEMPTS", default=5)
+FHIRLINK_SYNC_QUARANTINE_BYTES = env.int("FHIRLINK_SYNC_QUARANTINE_BYTES", default=256 * 1024)
+# Scheduling: incremental syncs of connections not synced for this long, spread over this many
+# seconds, this many connections per beat tick.
+FHIRLINK_SYNC_INTERVAL_MINUTES = env.int("FHIRLINK_SYNC_INTERVAL_MINUTES", default=360)
+FHIRLINK_SYNC_SPREAD_SECONDS = env.int("FHIRLINK_SYNC_SPREAD_SECONDS", default=3000)
+FHIRLINK_SYNC_SCHEDULE_BATCH = env.int("FHIRLINK_SYNC_SCHEDULE_BATCH", default=500)
+CELERY_BEAT_SCHEDULE["fhirlink-schedule-incremental-syncs"] = {
+    "task": "fhirlink.schedule_incremental_syncs",
+    "schedule": timedelta(minutes=env.int("FHIRLINK_SYNC_SCHEDULE_TICK_MINUTES", default=15)),
+}
+# Revoking the ehr_sync consent stops running syncs at their next page.
+CONSENT_REVOCATION_HANDLERS["ehr_sync"].append(
+    "fhirlink.services.sync.engine.sync_stop_for_patient"
+)
 
 # --- Engagement (engagement) ---------------------------------------------------------------------
 ENGAGEMENT_APP_NAME: str = env.str("ENGAGEMENT_APP_NAME", default="Patient Portal")
@@ -491,7 +566,9 @@ ENGAGEMENT_MAX_LATENESS = timedelta(hours=env.int("ENGAGEMENT_MAX_LATENESS_HOURS
 # Cohort expansion: patients per batch (each batch is one short transaction).
 ENGAGEMENT_EXPAND_BATCH_SIZE = env.int("ENGAGEMENT_EXPAND_BATCH_SIZE", default=2000)
 # Push providers; a platform without credentials gets no push rows (inbox/e-mail still work).
-ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE: str = env.str("ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE", default="")
+ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE: str = env.str(
+    "ENGAGEMENT_FCM_SERVICE_ACCOUNT_FILE", default=""
+)
 ENGAGEMENT_FCM_PROJECT_ID: str = env.str("ENGAGEMENT_FCM_PROJECT_ID", default="")
 ENGAGEMENT_APNS_KEY_FILE: str = env.str("ENGAGEMENT_APNS_KEY_FILE", default="")  # .p8 (ES256)
 ENGAGEMENT_APNS_KEY_ID: str = env.str("ENGAGEMENT_APNS_KEY_ID", default="")
@@ -505,7 +582,12 @@ CONSENT_REVOCATION_HANDLERS.setdefault("engagement", []).append(
     "engagement.services.deliveries_cancel_for_patient"
 )
 FHIRLINK_NEEDS_REAUTH_HANDLERS.append("engagement.services.reconnect_reminder_send")
+ACCOUNT_DELETION_REQUEST_HANDLERS.append("engagement.services.patient_reminders_stop")
 CELERY_BEAT_SCHEDULE["engagement-tick"] = {
     "task": "engagement.tick",
     "schedule": timedelta(seconds=env.int("ENGAGEMENT_TICK_SECONDS", default=30)),
 }
+
+# Care teams (patientportal/careteams): row-level scoping of staff in the admin, break-glass.
+ADMIN_PATIENT_SCOPE = "patientportal.careteams.selectors.admin_patient_scope"
+CARETEAMS_BREAK_GLASS_MINUTES = env.int("CARETEAMS_BREAK_GLASS_MINUTES", default=60)

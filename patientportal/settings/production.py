@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest
 from django.http.request import validate_host
 
 DOCS = "See deploy/env.example and deploy/README.md."
@@ -31,6 +30,9 @@ REQUIRED_ENV = (
     "PUBLIC_BASE_URL",
     "DATABASE_URL",
     "REDIS_URL",
+    # The access log's HMAC chain key: derived from SECRET_KEY it would break verification of
+    # every past row the day SECRET_KEY is rotated, so production sets it explicitly.
+    "ACCESS_LOG_CHAIN_KEY",
 )
 POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
 
@@ -135,9 +137,9 @@ def vault_key_ids(raw: str, active: str) -> list[str]:
 
 VAULT_KEY_IDS = vault_key_ids(VAULT_KEYS, VAULT_ACTIVE_KEY_ID)
 
-# The access log's hash-chain key (optional; derived from SECRET_KEY when unset): never weak.
-ACCESS_LOG_CHAIN_KEY = env.str("ACCESS_LOG_CHAIN_KEY", default="").strip()
-if ACCESS_LOG_CHAIN_KEY and len(ACCESS_LOG_CHAIN_KEY) < 32:
+# The access log's hash-chain key (required, never weak).
+ACCESS_LOG_CHAIN_KEY = env.str("ACCESS_LOG_CHAIN_KEY").strip()
+if len(ACCESS_LOG_CHAIN_KEY) < 32:
     raise ImproperlyConfigured(
         f"ACCESS_LOG_CHAIN_KEY is too weak: use at least 32 random characters. {DOCS}"
     )
@@ -222,21 +224,8 @@ CSRF_COOKIE_NAME = "__Host-csrftoken"
 # How many reverse proxies (the TLS front end, a load balancer) sit in front of gunicorn. The
 # client address is the one that many hops from the right of X-Forwarded-For; the front end
 # must overwrite the header (deploy/nginx does), never pass a client's value through.
-TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=1)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """The client address as the trusted front end saw it (for django-axes lockouts)."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if TRUSTED_PROXY_COUNT and forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-min(TRUSTED_PROXY_COUNT, len(hops))]
-    return request.META.get("REMOTE_ADDR")
-
-
-# Lock out per (username, client IP), not per (username, proxy IP).
-AXES_CLIENT_IP_CALLABLE = client_ip
+# Lockouts, rate limits and the access log read it through patientportal.core.http.client_ip.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
 # DRF's per-client throttles read X-Forwarded-For the same way.
 REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": TRUSTED_PROXY_COUNT}
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 def test_staff_session_expires_after_idle_timeout(settings, monkeypatch):
     settings.STAFF_SESSION_IDLE_TIMEOUT = 600
-    staff = StaffFactory(is_superuser=True)
+    staff = StaffFactory.create(is_superuser=True)
     client = Client()
     client.force_login(staff)
 

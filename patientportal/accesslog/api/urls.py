@@ -1,5 +1,9 @@
 """Access log endpoints under /api/v1/."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from . import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("access-log", views.AccessEventListView.as_view(), name="access-log"),
+]

@@ -14,6 +14,7 @@ from django.db import transaction
 SEEDERS = [
     "patientportal.accounts.demo",
     "patientportal.consent.demo",
+    "patientportal.careteams.demo",
     "fhirlink.demo",
     "engagement.demo",
 ]

@@ -1,0 +1,31 @@
+"""Engagement's errors (stable codes; messages never hold PHI)."""
+
+from __future__ import annotations
+
+from patientportal.core.errors import ApplicationError, Conflict, NotFound, ValidationFailed
+
+
+class ReminderNotFound(NotFound):
+    default_code = "reminder_not_found"
+    default_message = "Reminder not found."
+
+
+class DeviceNotFound(NotFound):
+    default_code = "device_not_found"
+    default_message = "Device not found."
+
+
+class InvalidSchedule(ValidationFailed):
+    default_code = "invalid_schedule"
+    default_message = "The schedule is not valid."
+
+
+class CohortNotAvailable(ApplicationError):
+    status_code = 409
+    default_code = "cohort_unavailable"
+    default_message = "This cohort cannot be used on this installation yet."
+
+
+class CampaignNotActive(Conflict):
+    default_code = "campaign_not_active"
+    default_message = "The campaign is not active."

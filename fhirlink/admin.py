@@ -1,0 +1,153 @@
+"""Admin: operators manage the health-system registry; connections are read-only, token-free."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models
+from django.http import HttpRequest
+
+from fhirlink.models import ClientAuth, Connection, HealthSystem
+from fhirlink.services.discovery import check_report
+from fhirlink.services.registry import default_redirect_uri, health_system_set_secret
+from patientportal.accesslog.logged import AccessLoggedAdminMixin
+from patientportal.core.errors import ApplicationError
+
+
+def _formfield(field: Any, **kwargs: Any) -> Any:
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
+class HealthSystemForm(forms.ModelForm[HealthSystem]):
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text=(
+            "Client secret (client_secret_basic) or PEM private key (private_key_jwt). Write-only: "
+            "stored encrypted, never shown. Leave empty to keep the stored one."
+        ),
+    )
+
+    class Meta:
+        model = HealthSystem
+        formfield_callback = _formfield
+        fields = [
+            "name",
+            "slug",
+            "logo_url",
+            "fhir_base_url",
+            "tenant",
+            "client_id",
+            "client_auth",
+            "jwt_key_id",
+            "jwt_alg",
+            "scope_syntax",
+            "resources",
+            "redirect_uri",
+            "enabled",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance.pk or not self.instance.redirect_uri:
+            self.initial.setdefault("redirect_uri", default_redirect_uri())
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        auth = data.get("client_auth")
+        has_secret = bool(data.get("secret")) or bool(self.instance.secret_blob)
+        if auth in (ClientAuth.CLIENT_SECRET_BASIC, ClientAuth.PRIVATE_KEY_JWT) and not has_secret:
+            self.add_error("secret", "A confidential client needs its secret or private key.")
+        if auth == ClientAuth.PRIVATE_KEY_JWT and not data.get("jwt_key_id"):
+            self.add_error("jwt_key_id", "private_key_jwt needs the key id (kid).")
+        return data
+
+
+@admin.register(HealthSystem)
+class HealthSystemAdmin(admin.ModelAdmin[HealthSystem]):
+    serves_patient_data = False
+    form = HealthSystemForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ["name", "slug", "fhir_base_url", "client_auth", "scope_syntax", "enabled"]
+    list_filter = ["enabled", "client_auth", "scope_syntax"]
+    search_fields = ["name", "slug", "fhir_base_url", "tenant"]
+    readonly_fields = ["secret_stored", "discovery_fetched_at", "discovery_expires_at"]
+    actions = ["run_check"]
+
+    @admin.action(description="Check discovery (SMART configuration, FHIR version, scopes)")
+    def run_check(self, request: HttpRequest, queryset: Any) -> None:
+        for health_system in queryset:
+            try:
+                report = check_report(health_system)
+            except ApplicationError as exc:
+                self.message_user(
+                    request, f"{health_system.name}: {exc.code}: {exc.message}", messages.ERROR
+                )
+                continue
+            self.message_user(
+                request,
+                f"{health_system.name}: FHIR {report['fhir_version']}, PKCE "
+                f"{report['pkce_s256']}, revocation "
+                f"{'yes' if report['revocation'] else 'no'}; requesting "
+                f"{', '.join(report['requested_resources']) or 'nothing'}; not supported: "
+                f"{', '.join(report['not_supported']) or 'none'}",
+                messages.SUCCESS,
+            )
+
+    @admin.display(description="secret stored", boolean=True)
+    def secret_stored(self, obj: HealthSystem) -> bool:
+        return obj.has_secret
+
+    def save_model(self, request: HttpRequest, obj: HealthSystem, form: Any, change: bool) -> None:
+        secret = form.cleaned_data.get("secret")
+        if secret:
+            health_system_set_secret(obj, secret)
+        obj.discovery = None
+        obj.discovery_expires_at = None
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Connection)
+class ConnectionAdmin(AccessLoggedAdminMixin, admin.ModelAdmin[Connection]):
+    """Sync health for staff; never a token (the sealed columns are not even listed)."""
+
+    access_log_patient_field = "patient"
+    list_display = ["id", "patient", "health_system", "status", "last_outcome", "last_synced_at"]
+    list_filter = ["status", "health_system"]
+    fields = (
+        "id",
+        "patient",
+        "health_system",
+        "status",
+        "last_outcome",
+        "granted_resources",
+        "declined_resources",
+        "connected_at",
+        "last_refreshed_at",
+        "refresh_failures",
+        "last_refresh_error",
+        "grant_last_used_at",
+        "needs_reauth_at",
+        "disconnected_at",
+        "last_synced_at",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+import fhirlink.admin_chart  # noqa: E402  (the patient chart page)
+import fhirlink.admin_sync  # noqa: E402, F401  (the sync engine's admin)

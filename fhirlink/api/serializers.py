@@ -1,0 +1,93 @@
+"""Narrow serializers for the connections API. No token, code, state or secret ever appears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from fhirlink import hooks
+from fhirlink.models import Connection, ConnectionStatus, HealthSystem
+
+
+class HealthSystemSerializer(serializers.ModelSerializer[HealthSystem]):
+    class Meta:
+        model = HealthSystem
+        fields = ["id", "name", "logo_url"]
+        read_only_fields = fields
+
+
+class ConnectionSerializer(serializers.ModelSerializer[Connection]):
+    health_system = HealthSystemSerializer(read_only=True)
+    status = serializers.ChoiceField(choices=ConnectionStatus.choices, read_only=True)
+    sync = serializers.SerializerMethodField()
+    offline_access = serializers.SerializerMethodField(
+        help_text="The health system granted a refresh token (syncing continues unattended)."
+    )
+
+    class Meta:
+        model = Connection
+        fields = [
+            "id",
+            "health_system",
+            "status",
+            "last_outcome",
+            "granted_resources",
+            "declined_resources",
+            "connected_at",
+            "last_synced_at",
+            "needs_reauth_at",
+            "disconnected_at",
+            "created_at",
+            "offline_access",
+            "sync",
+        ]
+        read_only_fields = fields
+
+    def get_offline_access(self, obj: Connection) -> bool:
+        return bool(obj.refresh_token_blob)
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_sync(self, obj: Connection) -> dict[str, Any] | None:
+        return hooks.sync_progress(connection=obj)
+
+
+class ConnectionStartSerializer(serializers.Serializer[Any]):
+    health_system = serializers.UUIDField()
+    connection = serializers.UUIDField(
+        required=False, help_text="Reconnect this existing connection (optional)."
+    )
+    return_uri = serializers.CharField(
+        required=False,
+        max_length=500,
+        help_text="The app's deep link for the result; must be one the server registered.",
+    )
+
+
+class ConnectionStartResponseSerializer(serializers.Serializer[Any]):
+    connection = ConnectionSerializer()
+    authorize_url = serializers.URLField()
+    expires_at = serializers.DateTimeField()
+    requested_resources = serializers.ListField(child=serializers.CharField())
+
+
+class DisconnectQuerySerializer(serializers.Serializer[Any]):
+    purge = serializers.BooleanField(required=False, default=False)
+
+
+class RevocationSerializer(serializers.Serializer[Any]):
+    endpoint_advertised = serializers.BooleanField()
+    refresh_token = serializers.CharField(allow_null=True)
+    access_token = serializers.CharField(allow_null=True)
+
+
+class DisconnectReceiptSerializer(serializers.Serializer[Any]):
+    connection = serializers.UUIDField()
+    health_system = serializers.CharField()
+    disconnected_at = serializers.DateTimeField()
+    revocation = RevocationSerializer()
+    local_tokens_destroyed = serializers.BooleanField()
+    purged = serializers.BooleanField()
+    erased = serializers.DictField(child=serializers.IntegerField())
+    data_key_destroyed = serializers.BooleanField()

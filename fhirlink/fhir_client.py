@@ -1,0 +1,290 @@
+"""FHIR search/read/paging for the sync engine, on top of `fhirlink.http` (the one HTTP client).
+
+* Paging only through the server's ``next`` links (never a built URL); a next link that was
+  already followed in this chain is a loop (`LoopingNextLink`).
+* Retryable failures (network, timeout, 429, 5xx) are retried with exponential backoff and full
+  jitter, honouring Retry-After, at most `max_attempts` times; then `EhrRetryable` propagates.
+* A 401 calls `on_unauthorized` (refresh the token) once per request and retries with the new
+  token; a second 401 is terminal.
+* Every request takes a slot of the health system's shared concurrency limit and respects its
+  requests-per-second limit (`HealthSystemLimiter`, cache-based so all workers share it).
+* Bounds: a page larger than `max_page_bytes` or a Binary larger than `max_binary_bytes` is
+  refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.core.cache import cache
+
+from fhirlink import http
+
+logger = logging.getLogger(__name__)
+
+
+class FhirPageError(Exception):
+    """A 200 page that is not JSON or not a FHIR searchset. `code` is a stable error code."""
+
+    def __init__(self, code: str, *, body: bytes = b"", status: int | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.body = body
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"FhirPageError({self.code!r})"
+
+
+class LoopingNextLink(Exception):
+    code = "looping_next_link"
+
+
+class LimitExceeded(Exception):
+    """A configured bound was hit (`code`: page_too_large, binary_too_large, too_many_pages)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Cancelled(Exception):
+    code = "cancelled"
+
+
+class HealthSystemLimiter:
+    """A concurrency semaphore and a per-second rate limit per health system, in the cache
+    (Redis in production; the file cache in dev, where add/incr are close to but not strictly
+    atomic: good enough to stay polite, which is the point)."""
+
+    def __init__(
+        self, health_system_id: str, *, concurrency: int, rate_per_second: int, lease: int = 120
+    ) -> None:
+        self.prefix = f"fhirlink:hs:{health_system_id}"
+        self.concurrency = max(1, concurrency)
+        self.rate = max(1, rate_per_second)
+        self.lease = lease
+        self.owner = uuid.uuid4().hex
+
+    def acquire(self, cancelled: Callable[[], bool] | None = None) -> str:
+        delay = 0.005
+        while True:
+            for slot in range(self.concurrency):
+                key = f"{self.prefix}:slot:{slot}"
+                if cache.add(key, self.owner, timeout=self.lease):
+                    self._rate_wait()
+                    return key
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter, not crypto)
+            delay = min(delay * 2, 0.2)
+
+    def release(self, key: str) -> None:
+        if cache.get(key) == self.owner:
+            cache.delete(key)
+
+    def _rate_wait(self) -> None:
+        while True:
+            second = int(time.time())
+            key = f"{self.prefix}:rate:{second}"
+            cache.add(key, 0, timeout=5)
+            try:
+                used = cache.incr(key)
+            except ValueError:
+                used = 1
+            if used <= self.rate:
+                return
+            time.sleep(max(0.0, second + 1 - time.time()) + 0.001)
+
+
+@dataclass
+class Page:
+    url: str
+    bundle: dict[str, Any]
+    next_url: str
+    size: int
+    server_date: str = ""
+    # Filled by the fetch thread when the engine prepares pages off the writer thread.
+    resources: list[dict[str, Any]] | None = None
+    prepared: list[Any] | None = None
+    refs: set[tuple[str, str]] | None = None
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: int | None) -> float:
+        if retry_after is not None:
+            return float(min(retry_after, self.max_delay))
+        cap = min(self.max_delay, self.base_delay * (2**attempt))
+        return random.uniform(cap / 2, cap)  # noqa: S311 (jitter, not crypto)
+
+
+@dataclass
+class FhirClient:
+    """A FHIR R4 client for one connection. Thread-safe: the token is shared and refreshed once
+    under a lock when a request gets a 401."""
+
+    base_url: str
+    token: str
+    on_unauthorized: Callable[[], str] | None = None
+    limiter: HealthSystemLimiter | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_page_bytes: int = 20 * 1024 * 1024
+    max_binary_bytes: int = 10 * 1024 * 1024
+    cancelled: Callable[[], bool] = lambda: False
+    requests_made: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _token_generation: int = 0
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _send(self, url: str, *, accept: str) -> http.EhrResponse:
+        refreshed = False
+        attempt = 0
+        while True:
+            if self.cancelled():
+                raise Cancelled()
+            generation = self._token_generation
+            slot = self.limiter.acquire(self.cancelled) if self.limiter else None
+            try:
+                with self._lock:
+                    self.requests_made += 1
+                return http.request(
+                    "GET", url, headers={"Authorization": f"Bearer {self.token}"}, accept=accept
+                )
+            except http.EhrRetryable as exc:
+                attempt += 1
+                if attempt >= self.retry.max_attempts:
+                    raise
+                wait = self.retry.delay(attempt - 1, exc.retry_after)
+                logger.info("FHIR %s, retrying in %.2fs (attempt %d)", exc.status, wait, attempt)
+            except http.EhrTerminal as exc:
+                if exc.status != 401 or refreshed or self.on_unauthorized is None:
+                    raise
+                refreshed = True
+                self._refresh(generation)
+                continue
+            finally:
+                if slot is not None and self.limiter is not None:
+                    self.limiter.release(slot)
+            self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.cancelled():
+                raise Cancelled()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _refresh(self, generation: int) -> None:
+        with self._lock:
+            if self._token_generation != generation:
+                return  # another thread refreshed already
+            assert self.on_unauthorized is not None
+            self.token = self.on_unauthorized()
+            self._token_generation += 1
+
+    # --- FHIR --------------------------------------------------------------------------------
+
+    def search_url(self, resource_type: str, params: dict[str, Any]) -> str:
+        return f"{self.base_url.rstrip('/')}/{resource_type}?{urlencode(params, doseq=True)}"
+
+    def page(self, url: str) -> Page:
+        """One search page. Raises FhirPageError for a body that is not a FHIR searchset."""
+        response = self._send(url, accept="application/fhir+json")
+        size = len(response.content)
+        if size > self.max_page_bytes:
+            raise LimitExceeded("page_too_large")
+        try:
+            bundle = json.loads(response.content)
+        except ValueError:
+            raise FhirPageError("page_not_json", body=response.content, status=200) from None
+        if (
+            not isinstance(bundle, dict)
+            or bundle.get("resourceType") != "Bundle"
+            or bundle.get("type") != "searchset"
+            or not isinstance(bundle.get("entry", []), list)
+            or not isinstance(bundle.get("link", []), list)
+        ):
+            raise FhirPageError("page_not_fhir_searchset", body=response.content, status=200)
+        for entry in bundle.get("entry", []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if (
+                not isinstance(resource, dict)
+                or not isinstance(resource.get("resourceType"), str)
+                or (resource.get("resourceType") != "OperationOutcome" and not resource.get("id"))
+            ):
+                raise FhirPageError("page_entry_not_fhir", body=response.content, status=200)
+        next_url = ""
+        for link in bundle.get("link", []):
+            if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+                next_url = str(link["url"]).strip()
+        return Page(
+            url=url,
+            bundle=bundle,
+            next_url=next_url,
+            size=size,
+            server_date=response.headers.get("Date", ""),
+        )
+
+    def read(self, resource_type: str, fhir_id: str) -> tuple[dict[str, Any], int]:
+        url = f"{self.base_url.rstrip('/')}/{resource_type}/{fhir_id}"
+        response = self._send(url, accept="application/fhir+json")
+        if len(response.content) > self.max_page_bytes:
+            raise LimitExceeded("page_too_large")
+        data = _json_object(response, "read")
+        if data.get("resourceType") != resource_type or not data.get("id"):
+            raise FhirPageError("read_not_fhir", body=response.content, status=200)
+        return data, len(response.content)
+
+    def binary(self, url: str) -> tuple[dict[str, Any], int]:
+        """A Binary as FHIR JSON (`Accept: application/fhir+json`, base64 `data`), by the exact
+        URL the referring resource gave."""
+        response = self._send(url, accept="application/fhir+json")
+        size = len(response.content)
+        # base64 inflates by 4/3: bound the encoded body accordingly.
+        if size > self.max_binary_bytes * 4 // 3 + 4096:
+            raise LimitExceeded("binary_too_large")
+        data = _json_object(response, "binary")
+        if data.get("resourceType") != "Binary" or not data.get("id"):
+            raise FhirPageError("binary_not_fhir", body=b"", status=200)
+        return data, size
+
+    def read_retrying(self, resource_type: str, fhir_id: str, *, retries: int) -> dict[str, Any]:
+        """`read`, asking again when the body is not JSON/FHIR (a proxy's error page)."""
+        for attempt in range(retries + 1):
+            try:
+                return self.read(resource_type, fhir_id)[0]
+            except FhirPageError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def binary_retrying(self, url: str, *, retries: int) -> dict[str, Any]:
+        for attempt in range(retries + 1):
+            try:
+                return self.binary(url)[0]
+            except FhirPageError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _json_object(response: http.EhrResponse, what: str) -> dict[str, Any]:
+    try:
+        return response.json_object()
+    except http.EhrTerminal:
+        raise FhirPageError(f"{what}_not_json", body=response.content, status=200) from None

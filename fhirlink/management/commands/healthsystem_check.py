@@ -1,0 +1,47 @@
+"""Print what a health system's endpoint supports and what the project would request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from fhirlink.models import HealthSystem
+from fhirlink.services.discovery import check_report
+from patientportal.core.errors import ApplicationError
+
+
+class Command(BaseCommand):
+    help = (
+        "Discover a health system: SMART configuration, FHIR version, resources, scopes, PKCE, "
+        "revocation, and what would be requested."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("health_system", help="id (UUID) or slug")
+        parser.add_argument("--json", action="store_true", help="Machine-readable output.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        ident = options["health_system"]
+        query = HealthSystem.objects.filter(slug=ident)
+        if not query.exists():
+            try:
+                query = HealthSystem.objects.filter(pk=ident)
+                found = query.exists()
+            except Exception:
+                found = False
+            if not found:
+                raise CommandError(f"no health system {ident!r}")
+        health_system = query.get()
+        try:
+            report = check_report(health_system)
+        except ApplicationError as exc:
+            raise CommandError(f"{exc.code}: {exc.message}") from None
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        for key, value in report.items():
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value) if value else "-"
+            self.stdout.write(f"{key:26} {value}")

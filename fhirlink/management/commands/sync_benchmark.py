@@ -1,0 +1,415 @@
+"""Benchmark the sync engine against the Cerner sandbox on loopback; prints a table.
+
+    python manage.py sync_benchmark                       # starts a sandbox (gunicorn) itself
+    python manage.py sync_benchmark --origin http://127.0.0.1:8001   # make demo's sandbox
+
+It connects the large sandbox patient and a small one (a real SMART launch, the sandbox's login
+form driven over HTTP), then measures, each in a fresh child process (so peak memory is that
+run's own):
+
+* a plain loop downloading every permitted type's pages one after another (no validation,
+  encryption or database), with no latency and with `--latency-ms` injected per request;
+* the full sync (the worker's code path: fetch + validate + encrypt + upsert), same two ways;
+* a no-change incremental sync right after (requests made, rows written);
+* the full sync of the small patient (peak memory 50k vs 500).
+
+DESTRUCTIVE for the benchmark's own connections only (their synced rows are reset per run).
+The sandbox is driven through its management commands by name; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import time
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+ROOT = Path(__file__).resolve().parents[3]
+TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
+CLIENT_ID = "patient-portal-sync-benchmark"
+_FORM = re.compile(
+    r'<form method="post" action="([^"]+)" id="(login|approve)-form">(.*?)</form>', re.S
+)
+_HIDDEN = re.compile(r'<input type="hidden" name="request_id" value="([^"]*)">')
+_SCOPE = re.compile(r'<input type="checkbox" name="scope" value="([^"]*)"')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _drive_login(authorize_url: str, username: str, password: str) -> str:
+    """The sandbox's two forms (login, approve everything); returns the redirect Location."""
+    session = requests.Session()
+    session.trust_env = False
+    response = session.get(authorize_url, allow_redirects=False, timeout=30)
+    for kind, data in (
+        ("login", {"username": username, "password": password}),
+        ("approve", {"action": "approve"}),
+    ):
+        if response.is_redirect:
+            break
+        match = _FORM.search(response.text)
+        if match is None or match.group(2) != kind:
+            raise CommandError(f"sandbox {kind} form not found (HTTP {response.status_code})")
+        hidden = _HIDDEN.search(match.group(3))
+        payload: dict[str, Any] = {
+            "request_id": unescape(hidden.group(1) if hidden else ""),
+            **data,
+        }
+        if kind == "approve":
+            payload["scope"] = [unescape(s) for s in _SCOPE.findall(match.group(3))]
+        response = session.post(
+            urljoin(response.url, unescape(match.group(1))),
+            data=payload,
+            allow_redirects=False,
+            timeout=30,
+        )
+    if not response.is_redirect:
+        raise CommandError(f"sandbox did not redirect back (HTTP {response.status_code})")
+    return str(response.headers["Location"])
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the sync engine against the sandbox (large and small patient); prints a table."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--origin", default="", help="a running sandbox (default: start one)")
+        parser.add_argument("--latency-ms", type=int, default=150)
+        parser.add_argument("--concurrency", type=int, default=8)
+        parser.add_argument(
+            "--large", default="hugosandbox:Sandbox-Hugo-2026", help="user:password"
+        )
+        parser.add_argument(
+            "--small", default="nancysandbox:Sandbox-Nancy-2026", help="user:password"
+        )
+        parser.add_argument("--skip-latency", action="store_true")
+        parser.add_argument(
+            "--child",
+            default="",
+            # internal: one measurement
+            help="(internal)",
+        )
+        parser.add_argument("--connection", default="")
+
+    # --- parent -------------------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["child"]:
+            self.stdout.write(json.dumps(self._child(options["child"], options["connection"])))
+            return
+        if not getattr(settings, "SANDBOX_ENABLED", False):
+            raise CommandError("the sandbox is only enabled in dev/test settings")
+        server = None
+        origin = options["origin"].rstrip("/")
+        if not origin:
+            port = _free_port()
+            origin = f"http://127.0.0.1:{port}"
+            server = self._start_sandbox(port, options["concurrency"])
+        try:
+            self._run(origin, options)
+        finally:
+            _quiet("sandbox_faults", "--clear", "--tenant", TENANT)
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=20)
+
+    def _start_sandbox(self, port: int, concurrency: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="patientportal.settings.sandbox")
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        cmd = [
+            str(gunicorn),
+            "patientportal.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "4",
+            "--threads",
+            str(max(4, concurrency)),
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+        ]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # noqa: S603 (our own server)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/r4/{TENANT}/metadata", timeout=2)
+                return proc
+            except requests.RequestException:
+                time.sleep(0.3)
+        proc.terminate()
+        raise CommandError("the sandbox did not start")
+
+    def _run(self, origin: str, options: dict[str, Any]) -> None:
+        large = self._launch(origin, options["large"])
+        small = self._launch(origin, options["small"])
+        conc = options["concurrency"]
+        latency = options["latency_ms"]
+        rows: list[tuple[str, str]] = []
+        plain = self._measure("plain", large, conc)
+        full = self._measure("full", large, conc)
+        incr = self._measure("incremental", large, conc)
+        small_full = self._measure("full", small, conc)
+        rps = full["resources"] / full["seconds"] if full["seconds"] else 0.0
+        rows += [
+            ("large patient resources stored", f"{full['resources']}"),
+            ("requests (full sync)", f"{full['requests']} (plain loop: {plain['requests']})"),
+            ("plain download loop, no latency", f"{plain['seconds']:.2f} s"),
+            ("full sync, no latency", f"{full['seconds']:.2f} s  ({rps:,.0f} resources/s)"),
+            (
+                "  full / plain (target <= 2.0)",
+                f"{full['seconds'] / plain['seconds']:.2f}"
+                + _ok(full["seconds"] <= 2 * plain["seconds"]),
+            ),
+            (
+                "no-change incremental",
+                f"{incr['seconds']:.2f} s, {incr['requests']} requests for {incr['types']} types, "
+                f"{incr['written']} rows written",
+            ),
+            (
+                "  incremental / full (target < 5 %)",
+                f"{100 * incr['seconds'] / full['seconds']:.1f} %"
+                + _ok(
+                    incr["seconds"] < 0.05 * full["seconds"]
+                    and incr["written"] == 0
+                    and incr["requests"] <= incr["types"]
+                ),
+            ),
+            ("peak RSS, full sync large", f"{full['maxrss_mb']:.0f} MB"),
+            (
+                f"peak RSS, full sync small ({small_full['resources']} resources)",
+                f"{small_full['maxrss_mb']:.0f} MB",
+            ),
+            (
+                "  large / small (target <= 1.3)",
+                f"{full['maxrss_mb'] / small_full['maxrss_mb']:.2f}"
+                + _ok(full["maxrss_mb"] <= 1.3 * small_full["maxrss_mb"]),
+            ),
+        ]
+        if not options["skip_latency"]:
+            _quiet("sandbox_faults", "--tenant", TENANT, "--latency-ms", str(latency))
+            seq = self._measure("plain", large, conc)
+            lat = self._measure("full", large, conc)
+            _quiet("sandbox_faults", "--clear", "--tenant", TENANT)
+            bound = max(
+                lat["requests"] * latency / 1000 / conc, lat["critical_pages"] * latency / 1000
+            )
+            rows += [
+                (f"types one after another, {latency} ms latency", f"{seq['seconds']:.2f} s"),
+                (f"full sync, {latency} ms latency, concurrency {conc}", f"{lat['seconds']:.2f} s"),
+                ("  network-bound minimum (requests x latency / concurrency)", f"{bound:.2f} s"),
+                (
+                    "  full / minimum (target <= 1.2)",
+                    f"{lat['seconds'] / bound:.2f}" + _ok(lat["seconds"] <= 1.2 * bound),
+                ),
+                (
+                    "  sequential / full (target >= 3)",
+                    f"{seq['seconds'] / lat['seconds']:.2f}"
+                    + _ok(seq["seconds"] >= 3 * lat["seconds"]),
+                ),
+            ]
+        width = max(len(r[0]) for r in rows)
+        self.stdout.write(f"{'measure'.ljust(width)}  value")
+        self.stdout.write(f"{'-' * width}  {'-' * 40}")
+        for name, value in rows:
+            self.stdout.write(f"{name.ljust(width)}  {value}")
+
+    def _measure(self, kind: str, connection_id: str, concurrency: int) -> dict[str, Any]:
+        env = dict(os.environ, FHIRLINK_SYNC_CONCURRENCY=str(concurrency))
+        out = subprocess.run(  # noqa: S603 (this very command)
+            [
+                sys.executable,
+                "manage.py",
+                "sync_benchmark",
+                "--child",
+                kind,
+                "--connection",
+                connection_id,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        return result
+
+    def _launch(self, origin: str, credentials: str) -> str:
+        from django.utils import timezone
+
+        from fhirlink import hooks
+        from fhirlink.services.launch import callback_complete, connection_start
+        from fhirlink.services.registry import default_redirect_uri, health_system_register
+        from patientportal.accounts.models import Patient, User
+        from patientportal.consent.models import ConsentDocument, Purpose
+        from patientportal.consent.services import consent_grant
+
+        username, _, password = credentials.partition(":")
+        redirect_uri = default_redirect_uri()
+        _quiet(
+            "sandbox_client_register",
+            "--client-id",
+            CLIENT_ID,
+            "--redirect-uri",
+            redirect_uri,
+            "--smart",
+            "v2",
+            "--access",
+            "offline",
+            "--tenant",
+            TENANT,
+        )
+        hs, _ = health_system_register(
+            slug="sync-benchmark",
+            name="Sync benchmark (sandbox)",
+            fhir_base_url=f"{origin}/r4/{TENANT}",
+            tenant=TENANT,
+            client_id=CLIENT_ID,
+            client_auth="public",
+            scope_syntax="v2",
+            resources=[
+                "Patient",
+                "Observation",
+                "Condition",
+                "AllergyIntolerance",
+                "MedicationRequest",
+                "Immunization",
+                "Procedure",
+                "Encounter",
+                "DiagnosticReport",
+                "DocumentReference",
+                "CarePlan",
+                "Goal",
+                "CareTeam",
+                "Device",
+                "Binary",
+            ],
+            redirect_uri=redirect_uri,
+        )
+        email = f"sync-benchmark-{username}@example.invalid"
+        user = User.objects.filter(email=email).first() or User.objects.create_user(
+            email=email, password=None
+        )
+        patient, _ = Patient.objects.get_or_create(user=user)
+        document, _ = ConsentDocument.objects.get_or_create(
+            purpose=Purpose.EHR_SYNC,
+            version=1,
+            language="en",
+            defaults={"title": "Sync", "body": "Sync my record.", "effective_at": timezone.now()},
+        )
+        consent_grant(patient=patient, purpose=Purpose.EHR_SYNC, version=document.version)
+        started = connection_start(patient=patient, health_system_id=hs.pk)
+        location = _drive_login(started.authorize_url, username, password)
+        original = hooks.first_sync_start
+        hooks.first_sync_start = lambda **kw: False  # the benchmark runs the syncs itself
+        try:
+            result = callback_complete(params=dict(parse_qsl(urlsplit(location).query)))
+        finally:
+            hooks.first_sync_start = original
+        if result.outcome != "connected" or not result.connection_id:
+            raise CommandError(f"launch failed: {result.outcome}")
+        return result.connection_id
+
+    # --- children -----------------------------------------------------------------------------
+
+    def _child(self, kind: str, connection_id: str) -> dict[str, Any]:
+        from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
+
+        connection = Connection.objects.select_related("health_system").get(pk=connection_id)
+        if kind == "plain":
+            return _plain(connection)
+        if kind == "full":
+            SyncedResource.objects.filter(connection=connection).delete()
+            SyncWatermark.objects.filter(connection=connection).delete()
+        from fhirlink.services.sync.engine import sync_connection_run
+
+        start = time.perf_counter()
+        status = sync_connection_run(connection_id=connection.pk, trigger="staff")
+        seconds = time.perf_counter() - start
+        run = SyncRun.objects.filter(connection=connection).order_by("-created_at").first()
+        assert run is not None
+        streams = list(run.streams.values_list("resource_type", "pages"))
+        return {
+            "status": status,
+            "seconds": seconds,
+            "requests": run.requests,
+            "types": len(run.resource_types),
+            "written": sum(c["created"] + c["updated"] for c in run.counts.values()),
+            "resources": SyncedResource.objects.filter(connection=connection).count(),
+            "critical_pages": max((p for _, p in streams), default=0) + 1,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+
+
+def _plain(connection: Any) -> dict[str, Any]:
+    """A plain loop: every permitted type's pages one after another, JSON-decoded, nothing more."""
+    from fhirlink import http
+    from fhirlink.services.sync import plan
+    from fhirlink.services.tokens import connection_access_token
+
+    token = connection_access_token(connection_id=connection.pk)
+    headers = {"Authorization": f"Bearer {token}"}
+    base = connection.fhir_base_url
+    pid = connection.fhir_patient_id
+    types = plan.permitted_types(
+        granted=connection.granted_resources,
+        supported=(connection.health_system.discovery or {}).get("resources"),
+    )
+    start = time.perf_counter()
+    requests_made = resources = 0
+    binaries: list[str] = []
+    for rtype in types:
+        if rtype == "Patient":
+            http.get_json(f"{base}/Patient/{pid}", headers=headers)
+            requests_made += 1
+            resources += 1
+            continue
+        url = f"{base}/{rtype}?" + "&".join(
+            f"{k}={v}" for k, v in plan.search_params(rtype, patient_id=pid).items()
+        )
+        while url:
+            bundle = http.get_json(url, headers=headers)
+            requests_made += 1
+            for entry in bundle.get("entry", []):
+                res = entry.get("resource", {})
+                resources += 1
+                for content in res.get("content") or []:
+                    binaries.append(content.get("attachment", {}).get("url", ""))
+            url = next((ln["url"] for ln in bundle.get("link", []) if ln["relation"] == "next"), "")
+    for url in filter(None, binaries):
+        http.request("GET", url, headers=headers, accept="application/fhir+json")
+        requests_made += 1
+    return {
+        "seconds": time.perf_counter() - start,
+        "requests": requests_made,
+        "resources": resources,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _quiet(*args: str) -> None:
+    with open(os.devnull, "w") as sink:
+        call_command(*args, stdout=sink)
+
+
+def _ok(passed: bool) -> str:
+    return "  ok" if passed else "  MISSED"

@@ -1,1 +1,0 @@
-"""EHR link models."""

@@ -1,0 +1,129 @@
+"""A patient's link to one health system (and one FHIR patient there), and its launch attempts."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class ConnectionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    SYNCING = "syncing", "Syncing"
+    NEEDS_REAUTH = "needs_reauth", "Needs reconnection"
+    DISCONNECTED = "disconnected", "Disconnected"
+    ERROR = "error", "Error"
+
+
+class Connection(models.Model):
+    """The credential to one patient's record at one health system.
+
+    Tokens are sealed by the vault: `access_token_blob` and `refresh_token_blob` under the KEK
+    `token_key_id`, with AAD naming this row and field. They never leave `fhirlink.services`.
+    `granted_resources` is what the sync engine may read (granted scopes ∩ requested).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(
+        "accounts.Patient", on_delete=models.CASCADE, related_name="ehr_connections"
+    )
+    health_system = models.ForeignKey(
+        "fhirlink.HealthSystem", on_delete=models.PROTECT, related_name="connections"
+    )
+    status = models.CharField(
+        max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.PENDING
+    )
+    last_outcome = models.CharField(max_length=64, blank=True)
+
+    # What the EHR told us about the patient.
+    fhir_base_url = models.URLField(max_length=500, blank=True)
+    fhir_patient_id = models.CharField(max_length=200, blank=True)
+    fhir_user = models.CharField(max_length=500, blank=True)
+    oidc_issuer = models.CharField(max_length=500, blank=True)
+    oidc_subject = models.CharField(max_length=200, blank=True)
+
+    # Scopes.
+    requested_scopes = models.TextField(blank=True)
+    granted_scopes = models.TextField(blank=True)
+    granted_resources = models.JSONField(default=list, blank=True)
+    declined_resources = models.JSONField(default=list, blank=True)
+
+    # Tokens (sealed).
+    token_key_id = models.CharField(max_length=64, blank=True)
+    access_token_blob = models.BinaryField(null=True, blank=True, editable=False)
+    refresh_token_blob = models.BinaryField(null=True, blank=True, editable=False)
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Refresh bookkeeping: a lease held by one worker at a time, the last attempt (throttle).
+    refresh_lease_until = models.DateTimeField(null=True, blank=True)
+    refresh_lease_owner = models.CharField(max_length=64, blank=True)
+    last_refresh_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_failures = models.PositiveIntegerField(default=0)
+    last_refresh_error = models.CharField(max_length=64, blank=True)
+    grant_last_used_at = models.DateTimeField(null=True, blank=True)
+
+    connected_at = models.DateTimeField(null=True, blank=True)
+    needs_reauth_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    disconnect_receipt = models.JSONField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "health_system", "fhir_patient_id"],
+                condition=~models.Q(fhir_patient_id=""),
+                name="fhirlink_connection_one_per_fhir_patient",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "access_token_expires_at"]),
+            models.Index(fields=["status", "grant_last_used_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"connection {str(self.id)[:8]}"
+
+    @property
+    def has_tokens(self) -> bool:
+        return bool(self.access_token_blob or self.refresh_token_blob)
+
+
+class LaunchAttempt(models.Model):
+    """One authorization request. Only a SHA-256 of `state` is stored; the PKCE verifier is
+    sealed; the nonce is stored as a SHA-256 too. Single use (`consumed_at`), 10-minute life."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="launch_attempts"
+    )
+    patient = models.ForeignKey(
+        "accounts.Patient", on_delete=models.CASCADE, related_name="ehr_launch_attempts"
+    )
+    health_system = models.ForeignKey("fhirlink.HealthSystem", on_delete=models.CASCADE)
+    state_hash = models.CharField(max_length=64, unique=True)
+    nonce_hash = models.CharField(max_length=64)
+    verifier_key_id = models.CharField(max_length=64)
+    verifier_blob = models.BinaryField()
+    issuer = models.CharField(max_length=500, blank=True)
+    aud = models.URLField(max_length=500)
+    token_endpoint = models.URLField(max_length=500)
+    requested_scopes = models.TextField()
+    return_uri = models.CharField(max_length=500)
+    expires_at = models.DateTimeField()
+    consumed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["expires_at"])]
+
+    def __str__(self) -> str:
+        return f"launch attempt {str(self.id)[:8]}"

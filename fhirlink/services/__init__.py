@@ -1,0 +1,1 @@
+"""fhirlink's writes, one module per area: registry, discovery, launch, tokens, connections."""

@@ -1,0 +1,1 @@
+"""The sync engine: permitted FHIR resources into the encrypted store (see engine.py)."""

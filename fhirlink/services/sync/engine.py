@@ -1,0 +1,902 @@
+"""The sync engine: one run of one connection, fetching concurrently and writing on one thread.
+
+Concurrency (why threads inside one task, not fan-out tasks): HTTP waits dominate, so a bounded
+pool of fetch threads (the health system's concurrency, shared with every other worker through
+`HealthSystemLimiter`) follows each stream's next links, while the task's own thread does all
+database work: validate, encrypt (the patient's key once per page), upsert the page and
+checkpoint the stream in one transaction. One writer per connection keeps checkpoints simple
+and SQLite happy; a bounded queue between fetchers and the writer bounds memory (pages are
+streamed: a whole type is never held).
+
+Streams: one per permitted type; Observation's full pass starts with a probe page and then
+splits into date windows (plan.observation_windows) fetched in parallel. A stream's checkpoint
+is its next link after the last stored page, so a killed worker's run resumes where it stopped.
+
+Never two runs of one connection at once: a partial unique constraint allows one queued/running
+run per connection, and the executing worker holds a lease renewed after every page (a dead
+worker's run is taken over when its lease expires).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from django.db import IntegrityError, close_old_connections, reset_queries, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from fhirlink import http, vault
+from fhirlink.exceptions import ConnectionGone, ConnectionNotFound, ReauthRequired
+from fhirlink.fhir_client import (
+    Cancelled,
+    FhirClient,
+    FhirPageError,
+    HealthSystemLimiter,
+    LimitExceeded,
+    LoopingNextLink,
+    Page,
+    RetryPolicy,
+)
+from fhirlink.models import (
+    Connection,
+    ConnectionStatus,
+    SyncedResource,
+    SyncQuarantine,
+    SyncRun,
+    SyncRunStatus,
+    SyncStream,
+    SyncTrigger,
+    SyncWatermark,
+)
+from fhirlink.models.sync import ACTIVE_RUN_STATUSES, StreamMode, StreamStatus
+from fhirlink.services.sync import plan
+from fhirlink.services.sync.prepare import prepare_many
+from fhirlink.services.sync.store import (
+    fhir_datetime,
+    referenced_ids,
+    resource_payload,
+    resource_upsert_page,
+    resources_tombstone,
+)
+from fhirlink.services.tokens import connection_access_token, connection_refresh
+from patientportal.consent.models import Purpose
+from patientportal.consent.services import consent_is_granted
+
+logger = logging.getLogger(__name__)
+
+USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
+S = plan.setting
+
+
+# --- Starting and claiming runs ------------------------------------------------------------------
+
+
+def sync_request(*, connection_id: Any, trigger: str = SyncTrigger.PATIENT) -> SyncRun | None:
+    """Queue a sync of the connection (after commit, the task runs it). Returns the queued run,
+    or the already active one (a second request never starts a second sync)."""
+    from fhirlink.sync_tasks import sync_connection
+
+    active = SyncRun.objects.filter(connection_id=connection_id, status__in=ACTIVE_RUN_STATUSES)
+    existing = active.first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            run = SyncRun.objects.create(connection_id=connection_id, trigger=trigger)
+    except IntegrityError:
+        return active.first()
+    cid = str(connection_id)
+    transaction.on_commit(lambda: sync_connection.apply_async(args=(cid,)))
+    return run
+
+
+def _usable_or_reason(connection: Connection) -> str:
+    if connection.status not in USABLE:
+        return f"connection_{connection.status}"
+    if not consent_is_granted(patient=connection.patient_id, purpose=Purpose.EHR_SYNC):
+        return "no_consent"
+    return ""
+
+
+def sync_claim(
+    *, connection_id: Any, owner: str, trigger: str = SyncTrigger.CONNECT
+) -> SyncRun | str:
+    """Claim the connection's active run (creating one if none), or say why not."""
+    now = timezone.now()
+    lease = timedelta(seconds=int(S("FHIRLINK_SYNC_LEASE_SECONDS", 60)))
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update().filter(pk=connection_id).first()
+        if connection is None:
+            return "connection_not_found"
+        reason = _usable_or_reason(connection)
+        if reason:
+            SyncRun.objects.filter(connection=connection, status=SyncRunStatus.QUEUED).update(
+                status=SyncRunStatus.FAILED, finished_at=now, errors=[{"code": reason}]
+            )
+            return reason
+        run = (
+            SyncRun.objects.select_for_update(skip_locked=True)
+            .filter(connection=connection, status__in=ACTIVE_RUN_STATUSES)
+            .first()
+        )
+        if run is None:
+            if SyncRun.objects.filter(
+                connection=connection, status__in=ACTIVE_RUN_STATUSES
+            ).exists():
+                return "already_running"
+            try:
+                with transaction.atomic():
+                    run = SyncRun.objects.create(connection=connection, trigger=trigger)
+            except IntegrityError:
+                return "already_running"
+        if run.status == SyncRunStatus.RUNNING and run.lease_until and run.lease_until > now:
+            return "already_running"
+        if run.attempts >= int(S("FHIRLINK_SYNC_MAX_ATTEMPTS", 5)):
+            run.status = SyncRunStatus.FAILED
+            run.finished_at = now
+            run.errors = [*run.errors, {"code": "too_many_attempts"}]
+            run.save(update_fields=["status", "finished_at", "errors"])
+            return "too_many_attempts"
+        run.status = SyncRunStatus.RUNNING
+        run.lease_owner = owner
+        run.lease_until = now + lease
+        run.attempts += 1
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "lease_owner", "lease_until", "attempts", "started_at"])
+        # The connection's status stays `active` while it syncs: progress is `sync` in the
+        # connections API (hooks.sync_progress). A `syncing` status left by an older version is
+        # put back to `active` when the run finishes.
+    return run
+
+
+def sync_connection_run(*, connection_id: Any, trigger: str = SyncTrigger.CONNECT) -> str:
+    """The task body: claim the connection's run (or resume a dead worker's) and execute it."""
+    owner = uuid.uuid4().hex
+    claimed = sync_claim(connection_id=connection_id, owner=owner, trigger=trigger)
+    if isinstance(claimed, str):
+        logger.info("connection %s: sync not started (%s)", connection_id, claimed)
+        return claimed
+    return SyncExecution(run=claimed, owner=owner).execute()
+
+
+def sync_stop_for_patient(*, patient_id: Any) -> int:
+    """CONSENT_REVOCATION_HANDLERS["ehr_sync"]: running syncs stop at their next page."""
+    return SyncRun.objects.filter(
+        connection__patient_id=patient_id, status__in=ACTIVE_RUN_STATUSES
+    ).update(cancel_requested=True)
+
+
+def sync_resume_stale() -> list[str]:
+    """Connections whose running run lost its worker (lease expired): to be re-enqueued."""
+    now = timezone.now()
+    return [
+        str(c)
+        for c in SyncRun.objects.filter(
+            status=SyncRunStatus.RUNNING, lease_until__lt=now
+        ).values_list("connection_id", flat=True)
+    ] + [
+        str(c)
+        for c in SyncRun.objects.filter(
+            status=SyncRunStatus.QUEUED, created_at__lt=now - timedelta(minutes=10)
+        ).values_list("connection_id", flat=True)
+    ]
+
+
+# --- Execution -----------------------------------------------------------------------------------
+
+
+class StopRun(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Msg:
+    kind: str  # page | end | error | quarantine
+    stream_id: int
+    page: Page | None = None
+    code: str = ""
+    body: bytes = b""
+    status: int | None = None
+
+
+@dataclass
+class SyncExecution:
+    run: SyncRun
+    owner: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    # -- setup --
+
+    def execute(self) -> str:
+        run = self.run
+        self.connection = Connection.objects.select_related("health_system").get(
+            pk=run.connection_id
+        )
+        self.base = self.connection.fhir_base_url or self.connection.health_system.fhir_base_url
+        try:
+            token = connection_access_token(connection_id=self.connection.pk)
+        except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+            return self._finish(fatal=exc.code)
+        except (http.EhrHttpError, Exception) as exc:
+            logger.warning(
+                "connection %s: no access token (%s)", self.connection.pk, type(exc).__name__
+            )
+            return self._finish(fatal="token_unavailable")
+        hs = self.connection.health_system
+        self.client = FhirClient(
+            base_url=self.base,
+            token=token,
+            on_unauthorized=self._refresh_token,
+            limiter=HealthSystemLimiter(
+                str(hs.pk),
+                concurrency=int(S("FHIRLINK_SYNC_CONCURRENCY", 4)),
+                rate_per_second=int(S("FHIRLINK_SYNC_RATE_PER_SECOND", 50)),
+                # A slot outlives the longest request; a killed worker's slots free themselves.
+                lease=int(
+                    float(S("FHIRLINK_HTTP_CONNECT_TIMEOUT", 5))
+                    + float(S("FHIRLINK_HTTP_READ_TIMEOUT", 20))
+                    + 5
+                ),
+            ),
+            retry=RetryPolicy(
+                max_attempts=int(S("FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST", 6)),
+                base_delay=float(S("FHIRLINK_SYNC_BACKOFF_BASE", 0.5)),
+                max_delay=float(S("FHIRLINK_SYNC_BACKOFF_MAX", 30)),
+            ),
+            max_page_bytes=int(S("FHIRLINK_SYNC_MAX_PAGE_BYTES", 20 * 1024 * 1024)),
+            max_binary_bytes=int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024)),
+            cancelled=self.stop.is_set,
+        )
+        try:
+            if not run.streams.exists():
+                self._plan()
+            self._run_streams()
+            self._fetch_extras()
+        except StopRun as stop:
+            self.stop.set()
+            return self._finish(fatal=stop.code)
+        return self._finish()
+
+    def _refresh_token(self) -> str:
+        try:
+            connection_refresh(connection_id=self.connection.pk, force=True)
+            return connection_access_token(connection_id=self.connection.pk)
+        except (ReauthRequired, ConnectionGone, ConnectionNotFound):
+            self.stop.set()
+            raise
+        finally:
+            close_old_connections()
+
+    def _plan(self) -> None:
+        discovery = self.connection.health_system.discovery or {}
+        supported = discovery.get("resources") or None
+        types = plan.permitted_types(
+            granted=list(self.connection.granted_resources or []), supported=supported
+        )
+        marks = {
+            w.resource_type: w for w in SyncWatermark.objects.filter(connection=self.connection)
+        }
+        reconcile_after = timedelta(days=float(S("FHIRLINK_SYNC_RECONCILE_DAYS", 7)))
+        now = timezone.now()
+        pid = self.connection.fhir_patient_id
+        streams: list[SyncStream] = []
+        for rtype in types:
+            if rtype in plan.READ_TYPES:
+                streams.append(
+                    SyncStream(
+                        run=self.run,
+                        resource_type=rtype,
+                        key=rtype,
+                        mode=StreamMode.REFETCH,
+                        params={"_read": f"{rtype}/{pid}"},
+                    )
+                )
+                continue
+            mark = marks.get(rtype)
+            reconcile_due = (
+                mark is None
+                or mark.last_full_at is None
+                or (mark.last_full_at < now - reconcile_after)
+            )
+            spec = plan.TYPE_SPECS[rtype]
+            if reconcile_due:
+                mode, since = StreamMode.FULL, None
+            elif spec.last_updated and mark is not None and mark.since is not None:
+                mode, since = StreamMode.INCREMENTAL, mark.since
+            else:
+                mode, since = StreamMode.REFETCH, None
+            params = plan.search_params(rtype, patient_id=pid, since=since)
+            if rtype == "Observation" and mode == StreamMode.FULL:
+                params = {**params, "_probe": "1"}
+            streams.append(
+                SyncStream(run=self.run, resource_type=rtype, key=rtype, mode=mode, params=params)
+            )
+        SyncStream.objects.bulk_create(streams)
+        SyncRun.objects.filter(pk=self.run.pk).update(resource_types=types)
+        self.run.resource_types = types
+
+    # -- fetching (pool threads) --
+
+    def _first_url(self, stream: SyncStream) -> str:
+        if stream.next_url:
+            return stream.next_url
+        params = {k: v for k, v in stream.params.items() if not k.startswith("_probe")}
+        if "_read" in params:
+            return f"{self.base.rstrip('/')}/{params['_read']}"
+        return self.client.search_url(stream.resource_type, params)
+
+    def _fetch_stream(self, stream: SyncStream, out: queue.Queue[_Msg]) -> None:
+        try:
+            self._fetch_stream_inner(stream, out)
+        except Cancelled:
+            out.put(_Msg("error", stream.pk, code="cancelled"))
+        except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+            out.put(_Msg("error", stream.pk, code=exc.code))
+        except LimitExceeded as exc:
+            out.put(_Msg("error", stream.pk, code=exc.code))
+        except http.EhrRetryable as exc:
+            out.put(_Msg("error", stream.pk, code=f"retries_exhausted_{exc.status or 'network'}"))
+        except http.EhrTerminal as exc:
+            out.put(_Msg("error", stream.pk, code=f"http_{exc.status or 'error'}"))
+        except Exception:
+            logger.exception("sync stream %s failed", stream.pk)
+            out.put(_Msg("error", stream.pk, code="internal_error"))
+        finally:
+            close_old_connections()
+
+    def _fetch_stream_inner(self, stream: SyncStream, out: queue.Queue[_Msg]) -> None:
+        url = self._first_url(stream)
+        if "_read" in stream.params:
+            retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+            try:
+                resource, size = self.client.read(
+                    stream.resource_type, stream.params["_read"].split("/", 1)[1]
+                )
+            except FhirPageError:
+                resource = self.client.read_retrying(
+                    stream.resource_type, stream.params["_read"].split("/", 1)[1], retries=retries
+                )
+                size = 0
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": resource}],
+            }
+            out.put(
+                _Msg("page", stream.pk, page=Page(url=url, bundle=bundle, next_url="", size=size))
+            )
+            out.put(_Msg("end", stream.pk))
+            return
+        max_pages = int(S("FHIRLINK_SYNC_MAX_PAGES", 5000))
+        page_retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+        seen: set[str] = set()
+        pages = stream.pages
+        while url:
+            if self.stop.is_set():
+                raise Cancelled()
+            if pages >= max_pages:
+                raise LimitExceeded("too_many_pages")
+            page: Page | None = None
+            for attempt in range(page_retries + 1):
+                try:
+                    page = self.client.page(url)
+                except FhirPageError as exc:
+                    out.put(
+                        _Msg(
+                            "quarantine", stream.pk, code=exc.code, body=exc.body, status=exc.status
+                        )
+                    )
+                    if attempt == page_retries:
+                        out.put(_Msg("error", stream.pk, code=exc.code))
+                        return
+                    continue
+                if page.next_url and (page.next_url in seen or page.next_url == url):
+                    # A looping next link: the page itself is fine; ask again for a good link.
+                    if attempt == page_retries:
+                        out.put(
+                            _Msg(
+                                "page",
+                                stream.pk,
+                                page=Page(url, page.bundle, "", page.size, page.server_date),
+                            )
+                        )
+                        out.put(_Msg("error", stream.pk, code=LoopingNextLink.code))
+                        return
+                    page = None
+                    continue
+                break
+            assert page is not None
+            seen.add(url)
+            pages += 1
+            self._prepare(page)
+            out.put(_Msg("page", stream.pk, page=page))
+            if stream.params.get("_probe"):
+                break  # the writer splits the rest into date windows
+            url = page.next_url
+        out.put(_Msg("end", stream.pk))
+
+    # -- the writer (this thread) --
+
+    def _run_streams(self) -> None:
+        concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
+        pending: deque[SyncStream] = deque(
+            self.run.streams.exclude(status__in=[StreamStatus.DONE, StreamStatus.FAILED]).order_by(
+                "id"
+            )
+        )
+        out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
+        active: dict[int, SyncStream] = {}
+        self.ended: set[int] = set()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-sync") as pool:
+            try:
+                while pending or active:
+                    while pending and len(active) < concurrency:
+                        stream = pending.popleft()
+                        active[stream.pk] = stream
+                        pool.submit(self._fetch_stream, stream, out)
+                    msg = out.get()
+                    stream = active[msg.stream_id]
+                    if msg.kind == "page":
+                        assert msg.page is not None
+                        for child in self._store_page(stream, msg.page):
+                            pending.append(child)
+                    elif msg.kind == "quarantine":
+                        self._quarantine(stream, msg)
+                    elif msg.kind == "error":
+                        self._stream_failed(stream, msg.code)
+                        active.pop(stream.pk)
+                        if msg.code in {
+                            "connection_needs_reauth",
+                            "connection_disconnected",
+                            "cancelled",
+                        }:
+                            raise StopRun(self._stop_reason(msg.code))
+                    else:
+                        self._stream_done(stream)
+                        active.pop(stream.pk)
+            except BaseException:
+                self.stop.set()
+                while active:  # drain so fetch threads blocked on put() can exit
+                    try:
+                        msg = out.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if msg.kind in {"end", "error"}:
+                        active.pop(msg.stream_id, None)
+                raise
+
+    def _stop_reason(self, code: str) -> str:
+        if code != "cancelled":
+            return code
+        run = (
+            SyncRun.objects.filter(pk=self.run.pk).values("cancel_requested", "lease_owner").first()
+        )
+        if run and run["cancel_requested"]:
+            # Cancelled by the consent revocation handler, or by a disconnect erasing the data.
+            if not consent_is_granted(patient=self.connection.patient_id, purpose=Purpose.EHR_SYNC):
+                return "consent_revoked"
+            return "cancelled"
+        return getattr(self, "_stop_code", "cancelled")
+
+    def _check_still_ours(self) -> None:
+        """After every page: renew the lease; stop if cancelled, disconnected or unconsented."""
+        lease = timedelta(seconds=int(S("FHIRLINK_SYNC_LEASE_SECONDS", 60)))
+        renewed = SyncRun.objects.filter(
+            pk=self.run.pk,
+            lease_owner=self.owner,
+            status=SyncRunStatus.RUNNING,
+            cancel_requested=False,
+        ).update(lease_until=timezone.now() + lease)
+        if not renewed:
+            self._stop_code = "lease_lost"
+            self.stop.set()
+            raise StopRun(self._stop_reason("cancelled"))
+        status = (
+            Connection.objects.filter(pk=self.connection.pk)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if status not in USABLE:
+            self.stop.set()
+            raise StopRun(f"connection_{status or 'gone'}")
+        if not consent_is_granted(patient=self.connection.patient_id, purpose=Purpose.EHR_SYNC):
+            self.stop.set()
+            raise StopRun("consent_revoked")
+
+    @staticmethod
+    def _prepare(page: Page) -> None:
+        """On the fetch thread: the page's resources, their canonical JSON, columns and
+        validation (in the preparation pool) and references, so the writer only writes."""
+        entries = page.bundle.get("entry") or []
+        page.resources = [
+            e["resource"]
+            for e in entries
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and e["resource"].get("resourceType") != "OperationOutcome"
+            and (e.get("search") or {}).get("mode", "match") != "outcome"
+        ]
+        page.prepared = prepare_many(
+            page.resources, processes=int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0))
+        )
+        page.refs = referenced_ids(page.resources, set(plan.REFERENCE_TYPES))
+
+    def _store_page(self, stream: SyncStream, page: Page) -> list[SyncStream]:
+        reset_queries()  # DEBUG (dev) keeps every query, bulk inserts included: bound memory
+        self._check_still_ours()
+        if page.resources is None:
+            self._prepare(page)
+        resources = page.resources or []
+        refs = page.refs or set()
+        children: list[SyncStream] = []
+        with transaction.atomic():
+            result = resource_upsert_page(
+                connection=self.connection,
+                resources=resources,
+                source_base_url=self.base,
+                sync_run_id=self.run.pk,
+                mark_seen=stream.mode == StreamMode.FULL,
+                prepared=page.prepared,
+            )
+            if refs:
+                known = set(self.run.references)
+                new = {f"{t}/{i}" for t, i in refs} - known
+                if new and len(known) < int(S("FHIRLINK_SYNC_MAX_REFERENCES", 2000)):
+                    self.run.references = sorted(known | new)
+                    SyncRun.objects.filter(pk=self.run.pk).update(references=self.run.references)
+            if stream.watermark_candidate is None:
+                stream.watermark_candidate = _server_time(page.server_date)
+            stream.pages += 1
+            stream.bytes += page.size
+            stream.fetched += result.fetched
+            stream.created += result.created
+            stream.updated += result.updated
+            stream.unchanged += result.unchanged
+            stream.invalid += result.invalid
+            stream.next_url = page.next_url
+            if not page.next_url:
+                stream.status = StreamStatus.DONE  # last page stored: never fetched again
+            if stream.params.get("_probe"):
+                children = self._split_observation(stream, page, resources)
+                stream.status = StreamStatus.DONE
+                stream.next_url = ""
+            stream.save(
+                update_fields=[
+                    "pages",
+                    "bytes",
+                    "fetched",
+                    "created",
+                    "updated",
+                    "unchanged",
+                    "invalid",
+                    "next_url",
+                    "status",
+                    "watermark_candidate",
+                ]
+            )
+            SyncRun.objects.filter(pk=self.run.pk).update(
+                pages=F("pages") + 1,
+                bytes=F("bytes") + page.size,
+                requests=self.client.requests_made,
+            )
+        return children
+
+    def _split_observation(
+        self, stream: SyncStream, page: Page, resources: list[dict[str, Any]]
+    ) -> list[SyncStream]:
+        if not page.next_url:
+            return []
+        dates = [
+            d
+            for d in (
+                fhir_datetime(
+                    r.get("effectiveDateTime")
+                    or (r.get("effectivePeriod") or {}).get("start")
+                    or r.get("effectiveInstant")
+                )
+                for r in resources
+            )
+            if d is not None
+        ]
+        if not dates:
+            # Nothing to split on: follow the server's own paging instead.
+            child = SyncStream.objects.create(
+                run=self.run,
+                resource_type=stream.resource_type,
+                key=f"{stream.key}:rest",
+                mode=stream.mode,
+                params={k: v for k, v in stream.params.items() if k != "_probe"},
+                next_url=page.next_url,
+                watermark_candidate=stream.watermark_candidate,
+            )
+            return [child]
+        last = fhir_datetime(
+            resources[-1].get("effectiveDateTime")
+            or (resources[-1].get("effectivePeriod") or {}).get("start")
+        ) or min(dates)
+        windows = plan.observation_windows(
+            newest_on_first_page=max(dates), oldest_on_first_page=last, page_size=len(resources)
+        )
+        base = {k: v for k, v in stream.params.items() if k != "_probe"}
+        children = [
+            SyncStream(
+                run=self.run,
+                resource_type=stream.resource_type,
+                key=f"{stream.key}:{w.key}",
+                mode=stream.mode,
+                params={**base, "date": w.dates},
+                watermark_candidate=stream.watermark_candidate,
+            )
+            for w in windows
+        ]
+        SyncStream.objects.bulk_create(children)
+        return list(
+            SyncStream.objects.filter(run=self.run, key__in=[c.key for c in children]).order_by(
+                "id"
+            )
+        )
+
+    def _quarantine(self, stream: SyncStream, msg: _Msg) -> None:
+        cap = int(S("FHIRLINK_SYNC_QUARANTINE_BYTES", 256 * 1024))
+        body = msg.body[:cap]
+        blob = None
+        if body:
+            cipher = vault.patient_cipher(patient_id=self.connection.patient_id)
+            blob = cipher.encrypt(body, aad=f"fhirlink.quarantine:{self.connection.pk}")
+        SyncQuarantine.objects.create(
+            run=self.run,
+            connection=self.connection,
+            resource_type=stream.resource_type,
+            error=msg.code,
+            status=msg.status,
+            body_size=len(msg.body),
+            body=blob,
+        )
+        self._add_error(stream.resource_type, msg.code, quarantined=True)
+
+    def _add_error(self, resource_type: str, code: str, **extra: Any) -> None:
+        with transaction.atomic():
+            run = SyncRun.objects.select_for_update().get(pk=self.run.pk)
+            run.errors = [*run.errors, {"type": resource_type, "code": code, **extra}][-100:]
+            run.save(update_fields=["errors"])
+
+    def _stream_failed(self, stream: SyncStream, code: str) -> None:
+        stream.status = StreamStatus.FAILED
+        stream.error = code[:64]
+        stream.save(update_fields=["status", "error"])
+        if code != "cancelled":
+            self._add_error(stream.resource_type, code)
+
+    def _stream_done(self, stream: SyncStream) -> None:
+        if stream.status != StreamStatus.DONE:
+            stream.status = StreamStatus.DONE
+            stream.save(update_fields=["status"])
+
+    # -- referenced resources and attachments --
+
+    def _fetch_extras(self) -> None:
+        jobs: list[tuple[str, str, str]] = []  # (kind, type, id-or-url)
+        supported = set(
+            (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
+        )
+        refs = [tuple(r.split("/", 1)) for r in SyncRun.objects.get(pk=self.run.pk).references]
+        if refs:
+            have = set(
+                SyncedResource.objects.filter(
+                    connection=self.connection, is_reference=True
+                ).values_list("resource_type", "fhir_id")
+            )
+            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
+        if "DocumentReference" in self.run.resource_types and "Binary" in (
+            self.connection.granted_resources or []
+        ):
+            jobs += [("binary", "Binary", url) for url in self._binary_urls()]
+        if not jobs:
+            return
+        concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
+
+        def fetch(
+            job: tuple[str, str, str],
+        ) -> tuple[tuple[str, str, str], dict[str, Any] | None, str]:
+            try:
+                if job[0] == "ref":
+                    return job, self.client.read_retrying(job[1], job[2], retries=retries), ""
+                return job, self.client.binary_retrying(job[2], retries=retries), ""
+            except (http.EhrHttpError, FhirPageError, LimitExceeded, Cancelled) as exc:
+                code = getattr(exc, "code", "") or (
+                    f"http_{exc.status}" if isinstance(exc, http.EhrHttpError) else "error"
+                )
+                return job, None, str(code)
+            except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+                return job, None, exc.code
+            finally:
+                close_old_connections()
+
+        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
+        retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-extra") as pool:
+            for job, data, error in pool.map(fetch, jobs):
+                if error:
+                    if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
+                        self.stop.set()  # the remaining jobs stop before their next request
+                        raise StopRun(error)
+                    self._add_error(job[1], error)
+                    continue
+                assert data is not None
+                if job[0] == "binary" and len(str(data.get("data", ""))) * 3 // 4 > max_binary:
+                    self._add_error("Binary", "binary_too_large")
+                    continue
+                self._check_still_ours()
+                resource_upsert_page(
+                    connection=self.connection,
+                    resources=[data],
+                    source_base_url=self.base,
+                    sync_run_id=self.run.pk,
+                    is_reference=job[0] == "ref",
+                )
+
+    def _binary_urls(self) -> list[str]:
+        allowed = set(S("FHIRLINK_SYNC_BINARY_CONTENT_TYPES", []))
+        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
+        have = set(
+            SyncedResource.objects.filter(
+                connection=self.connection, resource_type="Binary"
+            ).values_list("fhir_id", flat=True)
+        )
+        base = self.base.rstrip("/") + "/Binary/"
+        urls: list[str] = []
+        rows = SyncedResource.objects.filter(
+            connection=self.connection, resource_type="DocumentReference", deleted_at__isnull=True
+        )
+        try:
+            cipher = vault.patient_cipher(patient_id=self.connection.patient_id, create=False)
+        except vault.KeyDestroyed:
+            return []
+        for row in rows.iterator(chunk_size=200):
+            for content in resource_payload(row, cipher=cipher).get("content") or []:
+                attachment = content.get("attachment") if isinstance(content, dict) else None
+                if not isinstance(attachment, dict):
+                    continue
+                url = str(attachment.get("url") or "")
+                if not url.startswith(base):  # only this server's Binary (never another host)
+                    continue
+                if url[len(base) :] in have:
+                    continue
+                if allowed and str(attachment.get("contentType", "")).split(";")[0] not in allowed:
+                    continue
+                size = attachment.get("size")
+                if isinstance(size, int) and size > max_binary:
+                    continue
+                urls.append(url)
+        return sorted(set(urls))
+
+    # -- finishing --
+
+    def _finish(self, fatal: str = "") -> str:
+        now = timezone.now()
+        run = SyncRun.objects.get(pk=self.run.pk)
+        streams = list(run.streams.all())
+        counts: dict[str, dict[str, int]] = {}
+        by_type: dict[str, list[SyncStream]] = {}
+        for s in streams:
+            by_type.setdefault(s.resource_type, []).append(s)
+            c = counts.setdefault(
+                s.resource_type,
+                dict.fromkeys(
+                    ("fetched", "created", "updated", "unchanged", "tombstoned", "invalid"), 0
+                ),
+            )
+            for name in ("fetched", "created", "updated", "unchanged", "invalid"):
+                c[name] += getattr(s, name)
+        completed_types: list[str] = []
+        if not fatal:
+            for rtype, group in by_type.items():
+                if all(s.status == StreamStatus.DONE for s in group):
+                    completed_types.append(rtype)
+                    full = all(s.mode == StreamMode.FULL for s in group)
+                    if full and rtype not in plan.READ_TYPES:
+                        counts[rtype]["tombstoned"] = resources_tombstone(
+                            connection=self.connection, resource_type=rtype, sync_run_id=run.pk
+                        )
+                    self._watermark(rtype, group, full=full, now=now)
+        failed = fatal or any(s.status != StreamStatus.DONE for s in streams)
+        if fatal:
+            run.errors = [*run.errors, {"code": fatal}][-100:]
+        stored_anything = any(c["fetched"] for c in counts.values())
+        if not failed:
+            # Quarantined pages that a retry replaced lost nothing; any other error is partial.
+            lasting = [e for e in run.errors if not e.get("quarantined")]
+            status = SyncRunStatus.PARTIAL if lasting else SyncRunStatus.SUCCEEDED
+        else:
+            status = (
+                SyncRunStatus.PARTIAL
+                if stored_anything or completed_types
+                else SyncRunStatus.FAILED
+            )
+        run.status = status
+        run.counts = counts
+        run.finished_at = now
+        run.lease_until = None
+        run.requests = getattr(getattr(self, "client", None), "requests_made", run.requests)
+        run.duration_ms = int((time.monotonic() - self.started) * 1000)
+        run.save(
+            update_fields=[
+                "status",
+                "counts",
+                "finished_at",
+                "lease_until",
+                "errors",
+                "requests",
+                "duration_ms",
+            ]
+        )
+        updates: dict[str, Any] = {}
+        if status != SyncRunStatus.FAILED:
+            updates["last_synced_at"] = now
+        Connection.objects.filter(pk=self.connection.pk, status=ConnectionStatus.SYNCING).update(
+            status=ConnectionStatus.ACTIVE, **updates
+        )
+        if updates:
+            Connection.objects.filter(pk=self.connection.pk).update(**updates)
+        self._access_log(run, counts)
+        logger.info("connection %s: sync run %s %s", self.connection.pk, run.pk, status)
+        return str(status)
+
+    def _watermark(self, rtype: str, group: list[SyncStream], *, full: bool, now: datetime) -> None:
+        candidates = [s.watermark_candidate for s in group if s.watermark_candidate]
+        overlap = timedelta(seconds=int(S("FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS", 600)))
+        since = (min(candidates) - overlap) if candidates else None
+        defaults: dict[str, Any] = {}
+        if since is not None:
+            defaults["since"] = since
+        if full:
+            defaults["last_full_at"] = now
+        if defaults:
+            SyncWatermark.objects.update_or_create(
+                connection=self.connection, resource_type=rtype, defaults=defaults
+            )
+
+    def _access_log(self, run: SyncRun, counts: dict[str, dict[str, int]]) -> None:
+        from patientportal.accesslog.models import AccessAction, ActorKind, Outcome
+        from patientportal.accesslog.services import access_log_record
+
+        try:
+            access_log_record(
+                actor_kind=ActorKind.SYSTEM,
+                actor_label="fhirlink.sync_connection",
+                action=AccessAction.SYNC_WRITE,
+                patient=self.connection.patient_id,
+                purpose=Purpose.EHR_SYNC,
+                outcome=Outcome.SUCCESS if run.status != SyncRunStatus.FAILED else Outcome.ERROR,
+                query={
+                    "sync_run": str(run.pk),
+                    "status": str(run.status),
+                    "resource_types": sorted(counts),
+                    "written": sum(c["created"] + c["updated"] for c in counts.values()),
+                    "tombstoned": sum(c["tombstoned"] for c in counts.values()),
+                },
+            )
+        except Exception:
+            logger.exception("sync run %s: access log entry failed", run.pk)
+
+
+def _server_time(date_header: str) -> datetime:
+    if date_header:
+        try:
+            return parsedate_to_datetime(date_header)
+        except (TypeError, ValueError):
+            pass
+    return timezone.now()

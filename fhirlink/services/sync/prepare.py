@@ -1,0 +1,268 @@
+"""Pure, Django-free preparation of synced resources: canonical JSON, filter columns, R4
+validation. CPU-bound; `prepare_many` runs large pages in a small process pool
+(`FHIRLINK_SYNC_PREPARE_PROCESSES`) so validation does not serialise on the writer thread.
+Spawned pool processes import only this module (no Django)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DAR_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+DAR_EXTENSION = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+# --- Column extraction ---------------------------------------------------------------------------
+
+
+def fhir_datetime(value: Any) -> datetime | None:
+    """A FHIR date/dateTime/instant ("2020", "2020-05", "2020-05-01", with time) as UTC."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 4:
+            return datetime(int(text), 1, 1, tzinfo=UTC)
+        if len(text) == 7:
+            return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _first_coding(concept: Any) -> tuple[str, str]:
+    """(system, code) of a CodeableConcept: a standard terminology before a proprietary one."""
+    if isinstance(concept, list):
+        concept = concept[0] if concept else None
+    if not isinstance(concept, dict):
+        return "", ""
+    codings = [c for c in concept.get("coding") or [] if isinstance(c, dict) and c.get("code")]
+    if not codings:
+        return "", ""
+    preferred = next((c for c in codings if "cerner.com" not in str(c.get("system", ""))), None)
+    chosen = preferred or codings[0]
+    return str(chosen.get("system", ""))[:200], str(chosen.get("code", ""))[:100]
+
+
+def _category(resource: dict[str, Any]) -> str:
+    rtype = resource.get("resourceType")
+    if rtype == "Encounter":
+        klass = resource.get("class")
+        return str(klass.get("code", ""))[:100] if isinstance(klass, dict) else ""
+    if rtype == "Binary":
+        return str(resource.get("contentType", ""))[:100]
+    category = resource.get("category")
+    if isinstance(category, list) and category and isinstance(category[0], str):
+        return category[0][:100]  # AllergyIntolerance
+    return _first_coding(category)[1]
+
+
+CODE_FIELDS = {
+    "MedicationRequest": "medicationCodeableConcept",
+    "Immunization": "vaccineCode",
+    "DocumentReference": "type",
+    "Encounter": "type",
+    "Goal": "description",
+}
+EFFECTIVE_FIELDS: dict[str, tuple[str, ...]] = {
+    "Observation": ("effectiveDateTime", "effectiveInstant", "effectivePeriod.start"),
+    "DiagnosticReport": ("effectiveDateTime", "effectivePeriod.start"),
+    "Condition": ("onsetDateTime", "onsetPeriod.start", "recordedDate"),
+    "AllergyIntolerance": ("onsetDateTime", "recordedDate"),
+    "MedicationRequest": ("authoredOn",),
+    "Immunization": ("occurrenceDateTime",),
+    "Procedure": ("performedDateTime", "performedPeriod.start"),
+    "Encounter": ("period.start",),
+    "DocumentReference": ("date", "context.period.start"),
+    "CarePlan": ("period.start",),
+    "Goal": ("startDate",),
+    "ServiceRequest": ("authoredOn",),
+    "NutritionOrder": ("dateTime",),
+    "Consent": ("dateTime",),
+}
+ISSUED_FIELDS = {
+    "Observation": "issued",
+    "DiagnosticReport": "issued",
+    "Condition": "recordedDate",
+    "Immunization": "recorded",
+    "AllergyIntolerance": "recordedDate",
+}
+
+
+def _path(resource: dict[str, Any], path: str) -> Any:
+    value: Any = resource
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _is_masked(value: Any, depth: int = 0) -> bool:
+    if depth > 12:
+        return False
+    if isinstance(value, dict):
+        if value.get("url") == DAR_EXTENSION and value.get("valueCode") == "masked":
+            return True
+        if value.get("system") == DAR_SYSTEM and value.get("code") == "masked":
+            return True
+        return any(_is_masked(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_is_masked(v, depth + 1) for v in value)
+    return False
+
+
+@dataclass
+class Columns:
+    version_id: str = ""
+    last_updated: datetime | None = None
+    category: str = ""
+    code_system: str = ""
+    code: str = ""
+    effective_at: datetime | None = None
+    issued_at: datetime | None = None
+    status: str = ""
+    clinical_status: str = ""
+    entered_in_error: bool = False
+    masked: bool = False
+
+
+def columns_extract(resource: dict[str, Any]) -> Columns:
+    rtype = str(resource.get("resourceType", ""))
+    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    assert isinstance(meta, dict)
+    cols = Columns(
+        version_id=str(meta.get("versionId", ""))[:64],
+        last_updated=fhir_datetime(meta.get("lastUpdated")),
+        category=_category(resource),
+    )
+    cols.code_system, cols.code = _first_coding(resource.get(CODE_FIELDS.get(rtype, "code")))
+    for path in EFFECTIVE_FIELDS.get(rtype, ()):
+        moment = fhir_datetime(_path(resource, path))
+        if moment is not None:
+            cols.effective_at = moment
+            break
+    if rtype in ISSUED_FIELDS:
+        cols.issued_at = fhir_datetime(resource.get(ISSUED_FIELDS[rtype]))
+    status = resource.get("status")
+    cols.status = status[:40] if isinstance(status, str) else ""
+    cols.clinical_status = _first_coding(resource.get("clinicalStatus"))[1][:40]
+    verification = _first_coding(resource.get("verificationStatus"))[1]
+    cols.entered_in_error = "entered-in-error" in (cols.status, verification)
+    if cols.entered_in_error and not cols.status:
+        cols.status = "entered-in-error"
+    cols.masked = _is_masked(resource)
+    return cols
+
+
+# --- Validation ----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=128)
+def _model_class(resource_type: str) -> Any:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError):
+        return None
+
+
+def resource_validate(resource: dict[str, Any]) -> str:
+    """ "" if the resource is valid R4 (R4B models), else a short error naming fields only."""
+    from pydantic import ValidationError
+
+    model = _model_class(str(resource.get("resourceType", "")))
+    if model is None:
+        return "unknown_resource_type"
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        locations = sorted({".".join(str(p) for p in e["loc"][:3]) for e in exc.errors()[:5]})
+        return ("invalid: " + ", ".join(locations))[:300]
+    except (ValueError, TypeError):
+        return "invalid"
+    return ""
+
+
+def canonical_json(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+Prepared = tuple[bytes, Columns | None, str | None]
+
+
+def prepare_one(resource: dict[str, Any], validate: bool = True) -> Prepared:
+    canonical = canonical_json(resource)
+    if not validate:
+        return canonical, None, None
+    return canonical, columns_extract(resource), resource_validate(resource)
+
+
+def _prepare_chunk(resources: list[dict[str, Any]]) -> list[Prepared]:
+    return [prepare_one(r) for r in resources]
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+_pool_broken = False
+_pool_lock = threading.Lock()
+
+
+def _get_pool(size: int) -> ProcessPoolExecutor | None:
+    global _pool, _pool_size, _pool_broken
+    if size <= 0 or _pool_broken:
+        return None
+    if multiprocessing.current_process().daemon:
+        # A prefork worker's child may not have children of its own: prepare on the threads.
+        _pool_broken = True
+        logger.info("sync: preparation processes unavailable in a daemonic process")
+        return None
+    with _pool_lock:
+        if _pool is None or _pool_size != size:
+            try:
+                _pool = ProcessPoolExecutor(
+                    max_workers=size, mp_context=multiprocessing.get_context("spawn")
+                )
+                _pool_size = size
+            except (AssertionError, OSError, ValueError):
+                # E.g. a daemonic process may not have children: prepare inline instead.
+                logger.warning("sync: no preparation process pool; preparing inline")
+                _pool_broken = True
+                return None
+        return _pool
+
+
+def prepare_many(
+    resources: list[dict[str, Any]], *, processes: int = 0, min_batch: int = 50
+) -> list[Prepared]:
+    """Canonical JSON for every resource, and (pool only) columns and validation. Inline, the
+    columns and validation are left to the caller for changed resources only."""
+    pool = _get_pool(processes) if len(resources) >= min_batch else None
+    if pool is None:
+        return [prepare_one(r, validate=False) for r in resources]
+    chunk = max(1, -(-len(resources) // processes))
+    try:
+        parts = pool.map(
+            _prepare_chunk, [resources[i : i + chunk] for i in range(0, len(resources), chunk)]
+        )
+        return [item for part in parts for item in part]
+    except Exception:
+        global _pool_broken
+        logger.warning("sync: preparation pool failed; preparing inline", exc_info=True)
+        _pool_broken = True
+        return [prepare_one(r, validate=False) for r in resources]

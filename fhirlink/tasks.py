@@ -1,0 +1,98 @@
+"""Thin Celery wrappers for fhirlink (the sync engine adds `fhirlink.sync_connection` here)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from fhirlink import http
+from fhirlink.exceptions import (
+    ConnectionGone,
+    ConnectionNotFound,
+    EhrUnavailable,
+    ReauthRequired,
+    RefreshInProgress,
+    RefreshThrottled,
+)
+from fhirlink.models import Connection, ConnectionStatus, LaunchAttempt
+from fhirlink.records.tasks import records_export  # noqa: F401  (registers the records tasks)
+from fhirlink.services.tokens import connection_refresh
+from fhirlink.sync_tasks import sync_connection  # noqa: F401  (registers the sync engine's tasks)
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = (http.EhrRetryable, EhrUnavailable, RefreshInProgress, RefreshThrottled)
+
+
+@shared_task(
+    name="fhirlink.refresh_connection",
+    autoretry_for=RETRYABLE,
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    retry_jitter=True,
+    max_retries=8,
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=180,
+)
+def refresh_connection(connection_id: str, force: bool = False) -> str:
+    """Refresh one connection's access token (idempotent: a fresh token is left alone)."""
+    try:
+        return connection_refresh(connection_id=connection_id, force=force)
+    except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+        return exc.code
+    except http.EhrTerminal as exc:
+        logger.warning(
+            "connection %s: refresh failed for good (%s)", connection_id, exc.oauth_error
+        )
+        return "terminal_error"
+
+
+@shared_task(name="fhirlink.keep_grants_alive", soft_time_limit=300, time_limit=360)
+def keep_grants_alive() -> int:
+    """Refresh connections whose grant has been idle long enough that Cerner may drop it."""
+    cutoff = timezone.now() - timedelta(days=settings.FHIRLINK_GRANT_KEEPALIVE_DAYS)
+    ids = list(
+        Connection.objects.filter(
+            status__in=[ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING],
+            grant_last_used_at__lt=cutoff,
+        ).values_list("pk", flat=True)[:1000]
+    )
+    for connection_id in ids:
+        refresh_connection.delay(str(connection_id), True)
+    return len(ids)
+
+
+@shared_task(name="fhirlink.launch_attempts_purge", soft_time_limit=300, time_limit=360)
+def launch_attempts_purge() -> int:
+    """Delete launch attempts a day past their expiry (their state is useless by then)."""
+    cutoff = timezone.now() - timedelta(days=1)
+    deleted, _ = LaunchAttempt.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted
+
+
+@shared_task(
+    name="fhirlink.patient_connections_erase",
+    acks_late=True,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def patient_connections_erase(patient_id: str) -> int:
+    """Account deletion: revoke and destroy every connection's tokens, erase synced data."""
+    from fhirlink.services.connections import connection_disconnect_all
+    from patientportal.accounts.models import Patient
+
+    patient = Patient.objects.filter(pk=patient_id).first()
+    if patient is None:
+        return 0
+    return len(connection_disconnect_all(patient=patient, purge=True))
+
+
+def on_account_deletion_requested(*, patient_id: object) -> None:
+    """ACCOUNT_DELETION_REQUEST_HANDLERS entry (called after commit): erase in the background,
+    because revocation calls the health systems."""
+    patient_connections_erase.delay(str(patient_id))

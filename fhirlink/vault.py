@@ -1,0 +1,306 @@
+"""The vault: the one module that touches keys and does crypto.
+
+Envelope encryption with AES-256-GCM (`cryptography`):
+
+* A **key-encryption key** (KEK) never leaves its `KeyProvider` (settings today, a KMS
+  tomorrow). Every encrypted row stores the id of the KEK that wrapped its data key.
+* **Secrets** (EHR access/refresh tokens, client secrets, private keys, PKCE verifiers) are
+  sealed one by one: a fresh 256-bit data key per value, wrapped by the KEK. The sealed blob is
+  ``b"v1" | nonce(12) | wrapped-key(48) | nonce(12) | ciphertext+tag``. Additional authenticated
+  data binds the value to its row and field, so a ciphertext copied to another row does not open.
+* **Synced payloads** use one data key per patient (`PatientDataKey`), wrapped by the KEK.
+  Destroying that row is the cryptographic erasure of everything synced for the patient.
+* Rotation re-wraps data keys under the active KEK without touching the ciphertexts
+  (`rewrap`), which is what `manage.py vault_rotate` does in batches.
+
+Nothing here logs, and no exception raised here carries key material or plaintext.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    import uuid
+
+_VERSION = b"v1"
+_NONCE = 12
+_DEK = 32
+_WRAPPED = _DEK + 16  # AES-GCM tag
+
+
+class VaultError(Exception):
+    """A value could not be sealed or opened. Never carries key material or plaintext."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class UnknownKey(VaultError):
+    pass
+
+
+class DecryptionFailed(VaultError):
+    pass
+
+
+class KeyDestroyed(VaultError):
+    """The patient's data key was destroyed (purged): the payloads are gone for good."""
+
+
+class KeyProvider(Protocol):
+    """What a key store must do. A KMS implements `wrap`/`unwrap` with its Encrypt/Decrypt."""
+
+    def active_key_id(self) -> str: ...
+
+    def wrap(self, *, key_id: str, data_key: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, *, key_id: str, wrapped: bytes, aad: bytes) -> bytes: ...
+
+
+class SettingsKeyProvider:
+    """KEKs from `settings.VAULT_KEYS` ("id:base64key,id:base64key") and `VAULT_ACTIVE_KEY_ID`."""
+
+    def __init__(self, keys: str | None = None, active: str | None = None) -> None:
+        raw = settings.VAULT_KEYS if keys is None else keys
+        self._keys: dict[str, bytes] = {}
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            key_id, sep, b64 = item.partition(":")
+            if not sep or not key_id:
+                raise VaultError("VAULT_KEYS entries must be key_id:base64key")
+            try:
+                key = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise VaultError("VAULT_KEYS holds a key that is not base64") from exc
+            if len(key) != 32:
+                raise VaultError("VAULT_KEYS keys must be 32 bytes (AES-256)")
+            self._keys[key_id] = key
+        self._active = settings.VAULT_ACTIVE_KEY_ID if active is None else active
+        if self._active not in self._keys:
+            raise VaultError("VAULT_ACTIVE_KEY_ID does not name a key in VAULT_KEYS")
+
+    def active_key_id(self) -> str:
+        return self._active
+
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def _kek(self, key_id: str) -> AESGCM:
+        try:
+            return AESGCM(self._keys[key_id])
+        except KeyError:
+            raise UnknownKey() from None
+
+    def wrap(self, *, key_id: str, data_key: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._kek(key_id).encrypt(nonce, data_key, aad)
+
+    def unwrap(self, *, key_id: str, wrapped: bytes, aad: bytes) -> bytes:
+        try:
+            return self._kek(key_id).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], aad)
+        except InvalidTag:
+            raise DecryptionFailed() from None
+
+
+@lru_cache(maxsize=1)
+def _provider_for(path: str, keys: str, active: str) -> KeyProvider:
+    provider: KeyProvider = import_string(path)()
+    return provider
+
+
+def key_provider() -> KeyProvider:
+    """The configured provider (`settings.VAULT_BACKEND`), rebuilt when the settings change."""
+    return _provider_for(
+        settings.VAULT_BACKEND,
+        getattr(settings, "VAULT_KEYS", ""),
+        getattr(settings, "VAULT_ACTIVE_KEY_ID", ""),
+    )
+
+
+def active_key_id() -> str:
+    return key_provider().active_key_id()
+
+
+def _wrap_aad(key_id: str, aad: bytes) -> bytes:
+    return b"fhirlink-vault-wrap|" + key_id.encode() + b"|" + aad
+
+
+# --- Secrets: one data key per value ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sealed:
+    key_id: str
+    blob: bytes
+
+
+def seal(plaintext: str, *, aad: str) -> Sealed:
+    """Encrypt one secret. `aad` names its place ("fhirlink.connection:<id>:refresh_token")."""
+    provider = key_provider()
+    key_id = provider.active_key_id()
+    aad_bytes = aad.encode()
+    dek = AESGCM.generate_key(bit_length=256)
+    wrapped = provider.wrap(key_id=key_id, data_key=dek, aad=_wrap_aad(key_id, aad_bytes))
+    nonce = os.urandom(_NONCE)
+    ciphertext = AESGCM(dek).encrypt(nonce, plaintext.encode(), aad_bytes)
+    return Sealed(key_id=key_id, blob=_VERSION + wrapped + nonce + ciphertext)
+
+
+def _split(blob: bytes) -> tuple[bytes, bytes, bytes]:
+    if not blob.startswith(_VERSION) or len(blob) < 2 + _NONCE + _WRAPPED + _NONCE + 16:
+        raise DecryptionFailed()
+    body = blob[2:]
+    wrapped = body[: _NONCE + _WRAPPED]
+    nonce = body[_NONCE + _WRAPPED : _NONCE + _WRAPPED + _NONCE]
+    ciphertext = body[_NONCE + _WRAPPED + _NONCE :]
+    return wrapped, nonce, ciphertext
+
+
+def open_sealed(blob: bytes | memoryview, *, key_id: str, aad: str) -> str:
+    """Decrypt a value sealed by `seal` under the KEK `key_id` with the same `aad`."""
+    wrapped, nonce, ciphertext = _split(bytes(blob))
+    aad_bytes = aad.encode()
+    dek = key_provider().unwrap(key_id=key_id, wrapped=wrapped, aad=_wrap_aad(key_id, aad_bytes))
+    try:
+        return AESGCM(dek).decrypt(nonce, ciphertext, aad_bytes).decode()
+    except InvalidTag:
+        raise DecryptionFailed() from None
+
+
+def rewrap(blob: bytes | memoryview, *, key_id: str, aad: str, new_key_id: str) -> bytes:
+    """The same ciphertext with its data key re-wrapped under `new_key_id` (rotation)."""
+    wrapped, nonce, ciphertext = _split(bytes(blob))
+    provider = key_provider()
+    aad_bytes = aad.encode()
+    dek = provider.unwrap(key_id=key_id, wrapped=wrapped, aad=_wrap_aad(key_id, aad_bytes))
+    new_wrapped = provider.wrap(
+        key_id=new_key_id, data_key=dek, aad=_wrap_aad(new_key_id, aad_bytes)
+    )
+    return _VERSION + new_wrapped + nonce + ciphertext
+
+
+# --- Synced payloads: one data key per patient --------------------------------------------------
+
+
+def _patient_aad(patient_id: uuid.UUID | str) -> bytes:
+    return f"fhirlink.patientdatakey:{patient_id}".encode()
+
+
+class PatientCipher:
+    """Encrypts and decrypts one patient's payloads with their data key (see `patient_cipher`)."""
+
+    def __init__(self, data_key: bytes) -> None:
+        self._aead = AESGCM(data_key)
+
+    def __repr__(self) -> str:
+        return "PatientCipher()"
+
+    def encrypt(self, plaintext: bytes, *, aad: str = "") -> bytes:
+        nonce = os.urandom(_NONCE)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, aad.encode())
+
+    def decrypt(self, blob: bytes | memoryview, *, aad: str = "") -> bytes:
+        data = bytes(blob)
+        if not data.startswith(_VERSION) or len(data) < 2 + _NONCE + 16:
+            raise DecryptionFailed()
+        try:
+            return self._aead.decrypt(data[2 : 2 + _NONCE], data[2 + _NONCE :], aad.encode())
+        except InvalidTag:
+            raise DecryptionFailed() from None
+
+
+def patient_cipher(*, patient_id: uuid.UUID | str, create: bool = True) -> PatientCipher:
+    """The patient's payload cipher; creates their data key on first use (if `create`).
+
+    Raises `KeyDestroyed` when there is no key and `create` is false (the data was purged).
+    """
+    from fhirlink.models import PatientDataKey
+
+    key = PatientDataKey.objects.filter(patient_id=patient_id).first()
+    provider = key_provider()
+    aad = _patient_aad(patient_id)
+    if key is None:
+        if not create:
+            raise KeyDestroyed()
+        key_id = provider.active_key_id()
+        dek = AESGCM.generate_key(bit_length=256)
+        wrapped = provider.wrap(key_id=key_id, data_key=dek, aad=_wrap_aad(key_id, aad))
+        key, created = PatientDataKey.objects.get_or_create(
+            patient_id=patient_id, defaults={"key_id": key_id, "wrapped_key": wrapped}
+        )
+        if created:
+            return PatientCipher(dek)
+    dek = provider.unwrap(
+        key_id=key.key_id, wrapped=bytes(key.wrapped_key), aad=_wrap_aad(key.key_id, aad)
+    )
+    return PatientCipher(dek)
+
+
+def patient_key_destroy(*, patient_id: uuid.UUID | str) -> bool:
+    """Cryptographic erasure: delete the patient's data key. True if there was one."""
+    from fhirlink.models import PatientDataKey
+
+    deleted, _ = PatientDataKey.objects.filter(patient_id=patient_id).delete()
+    return deleted > 0
+
+
+def patient_key_rewrap(
+    wrapped: bytes | memoryview, *, patient_id: uuid.UUID | str, key_id: str, new_key_id: str
+) -> bytes:
+    provider = key_provider()
+    aad = _patient_aad(patient_id)
+    dek = provider.unwrap(key_id=key_id, wrapped=bytes(wrapped), aad=_wrap_aad(key_id, aad))
+    return provider.wrap(key_id=new_key_id, data_key=dek, aad=_wrap_aad(new_key_id, aad))
+
+
+# --- Client signing keys (private_key_jwt) -------------------------------------------------------
+
+
+def signing_key_generate(*, alg: str) -> str:
+    """A new private key for private_key_jwt (RS384: RSA 2048; ES384: P-384) as PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if alg == "RS384":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif alg == "ES384":
+        private = ec.generate_private_key(ec.SECP384R1())
+    else:
+        raise VaultError("unsupported signing algorithm")
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def signing_key_public_jwk(private_pem: str, *, alg: str, kid: str) -> dict[str, str]:
+    """The public half of a private_key_jwt key as a JWK (what the EHR registration needs)."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    try:
+        private = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise VaultError("not a PEM private key") from None
+    if isinstance(private, rsa.RSAPrivateKey):
+        public: dict[str, str] = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        public = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    else:
+        raise VaultError("unsupported key type")
+    return {**public, "kid": kid, "alg": alg, "use": "sig"}

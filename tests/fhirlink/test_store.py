@@ -1,0 +1,269 @@
+"""The synced-record store: idempotent upserts, filter columns, validation flags, encryption,
+erasure, and Cerner's published R4 examples in and out unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhirlink import hooks, vault
+from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
+from fhirlink.services.sync.store import (
+    columns_extract,
+    referenced_ids,
+    resource_payload,
+    resource_upsert_page,
+    resources_tombstone,
+)
+from tests.factories import PatientFactory
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "cerner-r4-examples"
+
+
+@pytest.fixture
+def connection(db: None) -> Connection:
+    hs = HealthSystem.objects.create(
+        slug="store-test",
+        name="Store test",
+        fhir_base_url="https://fhir.example.test/r4/t1",
+        client_id="c",
+        redirect_uri="https://portal.example.test/fhirlink/callback",
+    )
+    return Connection.objects.create(
+        patient=PatientFactory.create(),
+        health_system=hs,
+        status=ConnectionStatus.ACTIVE,
+        fhir_base_url=hs.fhir_base_url,
+        fhir_patient_id="12724066",
+    )
+
+
+def obs(fhir_id: str, value: float = 1.0, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": fhir_id,
+        "meta": {"versionId": "1", "lastUpdated": "2024-01-02T03:04:05.000Z"},
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [
+                {"system": "https://fhir.cerner.com/t1/codeSet/72", "code": "2700590"},
+                {"system": "http://loinc.org", "code": "2345-7"},
+            ]
+        },
+        "subject": {"reference": "Patient/12724066"},
+        "effectiveDateTime": "2024-01-01T10:00:00Z",
+        "issued": "2024-01-01T11:00:00.000Z",
+        "valueQuantity": {"value": value, "unit": "mg/dL"},
+        "performer": [{"reference": "Practitioner/77"}],
+        **extra,
+    }
+
+
+def upsert(connection: Connection, resources: list[dict[str, Any]], **kw: Any) -> Any:
+    return resource_upsert_page(
+        connection=connection,
+        resources=resources,
+        source_base_url=connection.fhir_base_url,
+        **kw,
+    )
+
+
+def test_upsert_is_idempotent_and_counts(connection):
+    first = upsert(connection, [obs("1"), obs("2")])
+    assert (first.created, first.updated, first.unchanged) == (2, 0, 0)
+    again = upsert(connection, [obs("1"), obs("2")])
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+    changed = upsert(connection, [obs("1", value=9.0), obs("3")])
+    assert (changed.created, changed.updated, changed.unchanged) == (1, 1, 0)
+    assert SyncedResource.objects.filter(connection=connection).count() == 3
+    row = SyncedResource.objects.get(connection=connection, fhir_id="1")
+    assert resource_payload(row) == obs("1", value=9.0)
+
+
+def test_filter_columns_in_clear_payload_encrypted(connection):
+    upsert(connection, [obs("1")])
+    row = SyncedResource.objects.get(connection=connection, fhir_id="1")
+    assert (row.resource_type, row.category, row.code_system, row.code) == (
+        "Observation",
+        "laboratory",
+        "http://loinc.org",
+        "2345-7",
+    )
+    assert row.effective_at is not None
+    assert row.effective_at.isoformat() == "2024-01-01T10:00:00+00:00"
+    assert row.issued_at is not None
+    assert row.issued_at.isoformat() == "2024-01-01T11:00:00+00:00"
+    assert (row.status, row.version_id, row.valid, row.entered_in_error) == (
+        "final",
+        "1",
+        True,
+        False,
+    )
+    assert row.source_base_url == "https://fhir.example.test/r4/t1"
+    assert b"2345-7" not in bytes(row.payload)
+    assert b"mg/dL" not in bytes(row.payload)
+    # Bound to its row: the ciphertext does not open as another resource.
+    cipher = vault.patient_cipher(patient_id=connection.patient_id)
+    with pytest.raises(vault.DecryptionFailed):
+        cipher.decrypt(row.payload, aad="fhirlink.synced:x:Observation/2")
+
+
+def test_invalid_resource_is_stored_flagged_never_dropped(connection):
+    broken = obs("bad", status="not-a-status", valueQuantity={"value": "NaN-ish"})
+    result = upsert(connection, [broken])
+    assert (result.created, result.invalid) == (1, 1)
+    row = SyncedResource.objects.get(connection=connection, fhir_id="bad")
+    assert row.valid is False
+    assert row.validation_error.startswith("invalid: ")
+    assert "NaN-ish" not in row.validation_error
+    assert resource_payload(row) == broken
+
+
+def test_entered_in_error_and_masked(connection):
+    masked = obs(
+        "eie",
+        status="entered-in-error",
+        code={
+            "coding": [
+                {
+                    "extension": [
+                        {
+                            "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                            "valueCode": "masked",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+    upsert(connection, [masked, obs("ok")])
+    row = SyncedResource.objects.get(connection=connection, fhir_id="eie")
+    assert (row.entered_in_error, row.masked, row.status) == (True, True, "entered-in-error")
+    assert list(SyncedResource.objects.live().values_list("fhir_id", flat=True)) == ["ok"]
+    cols = columns_extract(
+        {
+            "resourceType": "Condition",
+            "id": "c",
+            "verificationStatus": {"coding": [{"code": "entered-in-error"}]},
+            "clinicalStatus": {"coding": [{"code": "active"}]},
+        }
+    )
+    assert (cols.entered_in_error, cols.status, cols.clinical_status) == (
+        True,
+        "entered-in-error",
+        "active",
+    )
+
+
+def test_reconcile_tombstones_what_the_server_no_longer_returns(connection):
+    upsert(connection, [obs("1"), obs("2"), obs("3")])
+    run_id = "6c1b1f4e-2c49-4a4c-9d0a-1f6a8a1f0a01"
+    from fhirlink.models import SyncRun
+
+    SyncRun.objects.create(pk=run_id, connection=connection, trigger="schedule", status="running")
+    upsert(connection, [obs("1"), obs("3", value=2.0)], sync_run_id=run_id, mark_seen=True)
+    assert (
+        resources_tombstone(connection=connection, resource_type="Observation", sync_run_id=run_id)
+        == 1
+    )
+    gone = SyncedResource.objects.get(connection=connection, fhir_id="2")
+    assert gone.deleted_at is not None
+    # Back on the server: un-tombstoned.
+    result = upsert(connection, [obs("2")])
+    assert result.updated == 1
+    gone.refresh_from_db()
+    assert gone.deleted_at is None
+
+
+def test_erase_returns_counts_per_type(connection):
+    upsert(connection, [obs("1"), obs("2"), {"resourceType": "Practitioner", "id": "77"}])
+    assert hooks.synced_data_erase(
+        connection_id=str(connection.pk), patient_id=str(connection.patient_id)
+    ) == {"Observation": 2, "Practitioner": 1}
+    assert not SyncedResource.objects.filter(connection=connection).exists()
+
+
+def test_references_found_outside_contained():
+    found = referenced_ids(
+        [
+            obs("1"),
+            {
+                "resourceType": "MedicationAdministration",
+                "id": "m",
+                "contained": [
+                    {
+                        "resourceType": "Medication",
+                        "id": "x",
+                        "manufacturer": {"reference": "Organization/9"},
+                    }
+                ],
+                "medicationReference": {"reference": "#x"},
+                "performer": [
+                    {"actor": {"reference": "https://fhir.example.test/r4/t1/Practitioner/5"}}
+                ],
+                "request": {"reference": "MedicationRequest/3"},
+            },
+        ],
+        {"Practitioner", "Organization", "Location", "Medication"},
+    )
+    assert found == {("Practitioner", "77"), ("Practitioner", "5")}
+
+
+# --- Cerner's published examples ---------------------------------------------------------------
+
+
+def _resources(document: Any) -> list[dict[str, Any]]:
+    """Every resource with an id in an example file (a resource, or a Bundle's entries, including
+    the published defects: bare entries and doubly wrapped entries)."""
+    if not isinstance(document, dict):
+        return []
+    if document.get("resourceType") == "Bundle":
+        found: list[dict[str, Any]] = []
+        for entry in document.get("entry") or []:
+            item = entry.get("resource", entry) if isinstance(entry, dict) else None
+            if isinstance(item, dict) and "resource" in item and "resourceType" not in item:
+                item = item["resource"]
+            found.extend(_resources(item))
+        return found
+    if isinstance(document.get("resourceType"), str) and document.get("id"):
+        return [document]
+    return []
+
+
+def test_cerner_examples_ingest_and_come_back_out_equal(connection):
+    if not EXAMPLES.is_dir():
+        pytest.skip(f"Cerner's examples are not available at {EXAMPLES}")
+    files = sorted(EXAMPLES.rglob("*.json"))
+    assert len(files) > 100
+    ingested = 0
+    cipher = vault.patient_cipher(patient_id=connection.patient_id)
+    for path in files:
+        resources = _resources(json.loads(path.read_text()))
+        if not resources:
+            continue  # auth documents, fragments, OperationOutcomes and other id-less documents
+        # One file at a time: the same id appears in several files with different contents.
+        by_key = {(r["resourceType"], r["id"]): r for r in resources}
+        upsert(connection, list(by_key.values()), cipher=cipher)
+        for (rtype, fhir_id), resource in by_key.items():
+            row = SyncedResource.objects.get(
+                connection=connection, resource_type=rtype, fhir_id=fhir_id
+            )
+            assert resource_payload(row, cipher=cipher) == resource, path.name
+            ingested += 1
+    assert ingested >= 200
+    # A published defect (timestamps with spaces) is stored as received and flagged.
+    broken = SyncedResource.objects.filter(connection=connection, valid=False)
+    assert broken.exists()

@@ -1,0 +1,99 @@
+"""The FHIR client under the sync engine: retries with Retry-After, a bound, one token refresh
+on 401, pages that are not FHIR, and the per-health-system concurrency limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import responses
+
+from fhirlink import http
+from fhirlink.fhir_client import FhirClient, FhirPageError, HealthSystemLimiter, RetryPolicy
+
+BASE = "https://fhir.example.test/r4/t1"
+BUNDLE = {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": []}
+
+
+def client(**kw: Any) -> FhirClient:
+    return FhirClient(
+        base_url=BASE, token="t0", retry=RetryPolicy(max_attempts=3, base_delay=0.01), **kw
+    )
+
+
+@responses.activate
+def test_retries_429_honouring_retry_after_then_succeeds():
+    url = f"{BASE}/Observation?patient=1"
+    responses.get(url, status=429, headers={"Retry-After": "1"})
+    responses.get(url, status=503)
+    responses.get(url, json=BUNDLE)
+    started = time.monotonic()
+    page = client().page(url)
+    assert page.bundle == BUNDLE
+    assert time.monotonic() - started >= 1.0
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_retries_are_bounded():
+    url = f"{BASE}/Observation?patient=1"
+    responses.get(url, status=500)
+    with pytest.raises(http.EhrRetryable):
+        client().page(url)
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_401_refreshes_once_and_resumes():
+    url = f"{BASE}/Condition?patient=1"
+    responses.get(url, status=401)
+    responses.get(url, json=BUNDLE)
+    refreshed: list[str] = []
+
+    def refresh() -> str:
+        refreshed.append("x")
+        return "t1"
+
+    c = client(on_unauthorized=refresh)
+    assert c.page(url).bundle == BUNDLE
+    assert refreshed == ["x"]
+    assert responses.calls[1].request.headers["Authorization"] == "Bearer t1"
+    responses.get(url, status=401)
+    responses.get(url, status=401)
+    with pytest.raises(http.EhrTerminal):
+        c.page(url)
+
+
+@responses.activate
+def test_non_fhir_pages_are_refused_with_their_body():
+    url = f"{BASE}/Observation?patient=1"
+    responses.get(url, body=b"<html>proxy</html>")
+    with pytest.raises(FhirPageError) as not_json:
+        client().page(url)
+    assert not_json.value.code == "page_not_json"
+    assert not_json.value.body == b"<html>proxy</html>"
+    responses.get(url, json={"resourceType": "Bundle", "type": "other"})
+    with pytest.raises(FhirPageError) as not_fhir:
+        client().page(url)
+    assert not_fhir.value.code == "page_not_fhir_searchset"
+
+
+def test_health_system_limiter_is_shared_and_bounded():
+    hs = f"hs-{uuid.uuid4().hex}"
+    one = HealthSystemLimiter(hs, concurrency=2, rate_per_second=1000)
+    two = HealthSystemLimiter(hs, concurrency=2, rate_per_second=1000)
+    a = one.acquire()
+    b = two.acquire()
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(two.acquire()))
+    waiter.start()
+    time.sleep(0.3)
+    assert got == []  # both slots taken (by two different "workers")
+    one.release(a)
+    waiter.join(timeout=5)
+    assert got == [a]
+    two.release(b)
+    two.release(got[0])

@@ -1,0 +1,196 @@
+"""The sync engine in a real Celery worker against the sandbox: the first sync at connect, a
+re-run without duplicates, each fault ending with exactly the server's data, a worker killed
+with SIGKILL mid-sync resuming to the same state, consent revoked and grant revoked mid-sync."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.db.models import Count
+
+from fhirlink.models import (
+    Connection,
+    ConnectionStatus,
+    SyncedResource,
+    SyncQuarantine,
+    SyncRun,
+    SyncRunStatus,
+    SyncWatermark,
+)
+from fhirlink.services.sync.engine import sync_request
+from fhirlink.sync_tasks import sync_resume_stale
+from patientportal.consent.models import Purpose
+from patientportal.consent.services import consent_revoke
+from tests.fhirlink.test_sync_engine import download_all, stored
+
+pytestmark = [pytest.mark.integration]
+
+FINISHED = {SyncRunStatus.SUCCEEDED, SyncRunStatus.PARTIAL, SyncRunStatus.FAILED}
+
+
+@pytest.fixture
+def worker(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Any:
+    """A real worker with short timeouts, backoff and lease (set before it starts)."""
+    monkeypatch.setenv("FHIRLINK_HTTP_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("FHIRLINK_HTTP_READ_TIMEOUT", "1.5")
+    monkeypatch.setenv("FHIRLINK_SYNC_BACKOFF_BASE", "0.05")
+    monkeypatch.setenv("FHIRLINK_SYNC_BACKOFF_MAX", "1")
+    monkeypatch.setenv("FHIRLINK_SYNC_LEASE_SECONDS", "3")
+    return request.getfixturevalue("celery_worker_process")
+
+
+def wait_finished(connection: Connection, runs: int = 1, timeout: float = 120) -> SyncRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = SyncRun.objects.filter(connection=connection, status__in=FINISHED)
+        if done.count() >= runs:
+            latest = done.order_by("-finished_at").first()
+            assert latest is not None
+            return latest
+        time.sleep(0.2)
+    raise AssertionError(f"sync did not finish: {list(SyncRun.objects.values('status', 'errors'))}")
+
+
+def assert_no_duplicates(connection: Connection) -> None:
+    dupes = (
+        SyncedResource.objects.filter(connection=connection)
+        .values("resource_type", "fhir_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    assert list(dupes) == []
+
+
+def reset_store(connection: Connection) -> None:
+    SyncedResource.objects.filter(connection=connection).delete()
+    SyncWatermark.objects.filter(connection=connection).delete()
+
+
+def test_first_sync_at_connect_and_rerun(sandbox, sandbox_connect, worker):
+    connection = sandbox_connect("nancy")  # the launch enqueues the first sync
+    run = wait_finished(connection)
+    assert run.status == SyncRunStatus.SUCCEEDED, run.errors
+    assert run.trigger == "connect"
+    expected = download_all(connection)
+    assert stored(connection) == expected
+    docs = sum(1 for k in expected if k[0] == "DocumentReference")
+    assert (
+        SyncedResource.objects.filter(connection=connection, resource_type="Binary").count() == docs
+    )
+    connection.refresh_from_db()
+    assert connection.status == ConnectionStatus.ACTIVE
+    assert connection.last_synced_at is not None
+    total = SyncedResource.objects.filter(connection=connection).count()
+
+    assert sync_request(connection_id=connection.pk) is not None
+    again = wait_finished(connection, runs=2)
+    assert again.status == SyncRunStatus.SUCCEEDED
+    assert SyncedResource.objects.filter(connection=connection).count() == total
+    assert sum(c["created"] + c["updated"] for c in again.counts.values()) == 0
+    assert_no_duplicates(connection)
+
+
+FAULTS: list[tuple[str, dict[str, Any]]] = [
+    ("429 storm", {"rate_limit": {"retry_after": 1, "times": 6}}),
+    ("5xx", {"status": {"code": 503, "times": 4}}),
+    ("500", {"status": {"code": 500, "times": 3}}),
+    ("timeouts", {"timeout": {"seconds": 3, "times": 2}}),
+    ("not JSON", {"malformed_json": {"times": 2}}),
+    ("truncated page", {"truncated_page": {"times": 1}}),
+    ("not FHIR", {"invalid_fhir": {"times": 1}}),
+    ("looping next link", {"looping_next": {"times": 2}}),
+]
+
+
+def test_each_fault_loses_and_duplicates_nothing(sandbox, sandbox_connect, worker):
+    connection = sandbox_connect("nancy")
+    wait_finished(connection)
+    expected = download_all(connection)
+    runs = 1
+    for name, faults in FAULTS:
+        reset_store(connection)
+        sandbox.set_faults(**faults)
+        sync_request(connection_id=connection.pk)
+        runs += 1
+        run = wait_finished(connection, runs=runs)
+        sandbox.clear_faults()
+        assert run.status == SyncRunStatus.SUCCEEDED, (name, run.errors)
+        assert stored(connection) == expected, name
+        assert_no_duplicates(connection)
+    assert SyncQuarantine.objects.filter(connection=connection).count() >= 3
+    assert set(SyncQuarantine.objects.values_list("error", flat=True)) >= {
+        "page_not_json",
+        "page_not_fhir_searchset",
+    }
+
+
+def test_worker_killed_mid_sync_resumes_to_the_same_state(sandbox, sandbox_connect, worker):
+    sandbox.set_faults(latency_ms={"ms": 250})
+    connection = sandbox_connect("tim")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if SyncRun.objects.filter(connection=connection, pages__gte=4).exists():
+            break
+        time.sleep(0.05)
+    worker.kill()
+    run = SyncRun.objects.get(connection=connection)
+    assert run.status == SyncRunStatus.RUNNING
+    sandbox.clear_faults()
+    worker.start()
+    time.sleep(3.5)  # the dead worker's run lease expires (its HTTP slots after 7.5 s)
+    sync_resume_stale.apply_async()
+    run = wait_finished(connection)
+    assert run.status == SyncRunStatus.SUCCEEDED, run.errors
+    assert run.attempts == 2
+    assert SyncRun.objects.filter(connection=connection).count() == 1
+    assert stored(connection) == download_all(connection)
+    assert_no_duplicates(connection)
+
+
+def test_consent_revoked_mid_sync_stops_at_the_next_page(sandbox, sandbox_connect, worker):
+    sandbox.set_faults(latency_ms={"ms": 300})
+    connection = sandbox_connect("tim")
+    deadline = time.monotonic() + 60
+    while not SyncRun.objects.filter(connection=connection, pages__gte=2).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    consent_revoke(patient=connection.patient, purpose=Purpose.EHR_SYNC)
+    run = wait_finished(connection)
+    sandbox.clear_faults()
+    assert run.status == SyncRunStatus.PARTIAL
+    assert {"code": "consent_revoked"} in run.errors
+    # What was stored is exactly what the server returned (no half-written page).
+    expected = download_all(connection)
+    got = stored(connection)
+    assert got
+    assert set(got) < set(expected)
+    assert all(got[k] == expected[k] for k in got)
+
+
+def test_grant_revoked_mid_sync_then_reconnect(sandbox, sandbox_connect, worker):
+    connection = sandbox_connect("nancy")
+    wait_finished(connection)
+    expected = download_all(connection)
+    reset_store(connection)
+    sandbox.set_switches(refresh_min_interval_seconds=0)
+    Connection.objects.filter(pk=connection.pk).update(last_refresh_attempt_at=None)
+    sandbox.set_faults(revoke_grant_after={"requests": 5})
+    sync_request(connection_id=connection.pk)
+    run = wait_finished(connection, runs=2)
+    sandbox.clear_faults()
+    assert run.status in {SyncRunStatus.PARTIAL, SyncRunStatus.FAILED}
+    assert {"code": "connection_needs_reauth"} in run.errors
+    connection.refresh_from_db()
+    assert connection.status == ConnectionStatus.NEEDS_REAUTH
+    got = stored(connection)
+    assert all(got[k] == expected[k] for k in got)
+    assert_no_duplicates(connection)
+    # Reconnecting starts a sync that completes the store.
+    again = sandbox_connect("nancy", patient=connection.patient)
+    assert again.pk == connection.pk
+    final = wait_finished(connection, runs=3)
+    assert final.status == SyncRunStatus.SUCCEEDED, final.errors
+    assert stored(connection) == expected
+    assert_no_duplicates(connection)
