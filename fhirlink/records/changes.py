@@ -27,7 +27,7 @@ KIND = "changes"
 
 
 def settle_seconds() -> int:
-    return int(getattr(settings, "FHIRLINK_RECORDS_CHANGES_SETTLE_SECONDS", 30))
+    return int(settings.FHIRLINK_RECORDS_CHANGES_SETTLE_SECONDS)
 
 
 def tombstone_reason(row: SyncedResource) -> str:

@@ -38,7 +38,7 @@ class ExportNotReady(ValidationFailed):
 
 
 def export_ttl() -> int:
-    return int(getattr(settings, "FHIRLINK_RECORDS_EXPORT_TTL", 600))
+    return int(settings.FHIRLINK_RECORDS_EXPORT_TTL)
 
 
 def _state_key(export_id: str) -> str:

@@ -12,7 +12,7 @@ from fhirlink.records import normalize, paging, selectors
 
 
 def _limit() -> int:
-    return int(getattr(settings, "FHIRLINK_RECORDS_SUMMARY_LIMIT", 20))
+    return int(settings.FHIRLINK_RECORDS_SUMMARY_LIMIT)
 
 
 def _newest(qs: Any, n: int) -> list[SyncedResource]:

@@ -50,13 +50,11 @@ SERIES_DISPLAY = {
 
 
 def cerner_code_map() -> dict[str, str]:
-    return {
-        str(k): str(v) for k, v in getattr(settings, "FHIRLINK_RECORDS_CERNER_CODE_MAP", {}).items()
-    }
+    return {str(k): str(v) for k, v in settings.FHIRLINK_RECORDS_CERNER_CODE_MAP.items()}
 
 
 def max_points() -> int:
-    return int(getattr(settings, "FHIRLINK_RECORDS_TREND_MAX_POINTS", 2000))
+    return int(settings.FHIRLINK_RECORDS_TREND_MAX_POINTS)
 
 
 @dataclass

@@ -546,6 +546,18 @@ CELERY_BEAT_SCHEDULE["fhirlink-schedule-incremental-syncs"] = {
     "task": "fhirlink.schedule_incremental_syncs",
     "schedule": timedelta(minutes=env.int("FHIRLINK_SYNC_SCHEDULE_TICK_MINUTES", default=15)),
 }
+# Records API (fhirlink.records). The changes feed shows a change only after this many seconds,
+# so a sync write that commits late is never skipped; exports are downloadable once within TTL.
+FHIRLINK_RECORDS_CHANGES_SETTLE_SECONDS = env.int(
+    "FHIRLINK_RECORDS_CHANGES_SETTLE_SECONDS", default=30
+)
+FHIRLINK_RECORDS_EXPORT_TTL = env.int("FHIRLINK_RECORDS_EXPORT_TTL", default=600)
+FHIRLINK_RECORDS_TREND_MAX_POINTS = env.int("FHIRLINK_RECORDS_TREND_MAX_POINTS", default=2000)
+FHIRLINK_RECORDS_SUMMARY_LIMIT = env.int("FHIRLINK_RECORDS_SUMMARY_LIMIT", default=20)
+# Cerner codeSet code -> LOINC, for trends (empty: Cerner says the mapping varies by site).
+FHIRLINK_RECORDS_CERNER_CODE_MAP: dict[str, str] = env.dict(
+    "FHIRLINK_RECORDS_CERNER_CODE_MAP", default={}
+)
 # Revoking the ehr_sync consent stops running syncs at their next page.
 CONSENT_REVOCATION_HANDLERS["ehr_sync"].append(
     "fhirlink.services.sync.engine.sync_stop_for_patient"

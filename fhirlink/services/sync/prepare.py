@@ -158,10 +158,12 @@ def columns_extract(resource: dict[str, Any]) -> Columns:
             break
     if rtype in ISSUED_FIELDS:
         cols.issued_at = fhir_datetime(resource.get(ISSUED_FIELDS[rtype]))
+    # Codes are compared stripped: Cerner's published entered-in-error example sends
+    # "entered-in-error " with a trailing space.
     status = resource.get("status")
-    cols.status = status[:40] if isinstance(status, str) else ""
-    cols.clinical_status = _first_coding(resource.get("clinicalStatus"))[1][:40]
-    verification = _first_coding(resource.get("verificationStatus"))[1]
+    cols.status = status.strip()[:40] if isinstance(status, str) else ""
+    cols.clinical_status = _first_coding(resource.get("clinicalStatus"))[1].strip()[:40]
+    verification = _first_coding(resource.get("verificationStatus"))[1].strip()
     cols.entered_in_error = "entered-in-error" in (cols.status, verification)
     if cols.entered_in_error and not cols.status:
         cols.status = "entered-in-error"

@@ -219,7 +219,11 @@ def resource_payload(
 
 
 def resources_tombstone(*, connection: Connection, resource_type: str, sync_run_id: Any) -> int:
-    """After a complete full pass of `resource_type`: tombstone what the pass did not see."""
+    """After a complete full pass of `resource_type`: tombstone what the pass did not see.
+
+    `updated_at` moves too, so the app's changes feed (ordered by it) carries the tombstone.
+    """
+    now = timezone.now()
     return (
         SyncedResource.objects.filter(
             connection=connection,
@@ -228,7 +232,7 @@ def resources_tombstone(*, connection: Connection, resource_type: str, sync_run_
             deleted_at__isnull=True,
         )
         .exclude(last_seen_run=sync_run_id)
-        .update(deleted_at=timezone.now())
+        .update(deleted_at=now, updated_at=now)
     )
 
 
