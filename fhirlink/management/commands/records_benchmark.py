@@ -409,3 +409,32 @@ class Command(BaseCommand):
             f"gunicorn peak memory (VmHWM): largest worker {max(hwm or [0]) / 1024:.0f} MiB, "
             f"{len(hwm)} workers + master {(sum(hwm) + master) / 1024:.0f} MiB total"
         )
+
+
+def seed_records(*, patient: Any, rows: int) -> None:
+    """`accesslog_benchmark --seed` hook: `rows` synced Observations for `patient`, written
+    through the store's bulk path, so the access log's overhead can be measured on the records
+    list endpoint (`--url /api/v1/records/observations --scope records:read`)."""
+    from fhirlink.models import Connection, HealthSystem
+    from fhirlink.services.sync.store import resource_upsert_page
+
+    hs, _ = HealthSystem.objects.get_or_create(
+        slug=SLUG,
+        defaults={
+            "name": "Records Benchmark Health",
+            "fhir_base_url": BASE,
+            "client_id": "records-benchmark",
+            "redirect_uri": "http://127.0.0.1:8000/fhirlink/callback",
+        },
+    )
+    connection, _ = Connection.objects.get_or_create(
+        patient=patient,
+        health_system=hs,
+        defaults={"status": "active", "fhir_patient_id": "bench-al", "fhir_base_url": BASE},
+    )
+    for start in range(0, rows, 1000):
+        resource_upsert_page(
+            connection=connection,
+            resources=[_observation(i) for i in range(start, min(start + 1000, rows))],
+            source_base_url=BASE,
+        )
