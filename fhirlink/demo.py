@@ -33,7 +33,8 @@ def seed(stdout: Any) -> None:
         client_id=DEMO_CLIENT_ID,
         client_auth=ClientAuth.PUBLIC,
         scope_syntax=ScopeSyntax.V2,
-        resources=list(DEFAULT_RESOURCES),
+        # Binary too, so DocumentReference attachments (PDF, text) sync and open in the demo.
+        resources=[*DEFAULT_RESOURCES, "Binary"],
         redirect_uri=redirect_uri,
         enabled=True,
     )
