@@ -53,6 +53,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+if settings.DEMO_ENABLED:  # the /demo/ reference client: dev and demo only, never in production
+    urlpatterns.append(path("demo/", include("patientportal.demo_client.urls")))
 
 handler400 = "patientportal.core.errors.handler400"
 handler403 = "patientportal.core.errors.handler403"

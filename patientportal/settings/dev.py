@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS, OAUTH2_PROVIDER, VAR_DIR, env
+from .base import (
+    FHIRLINK_APP_RETURN_URIS,
+    INSTALLED_APPS,
+    OAUTH2_PROVIDER,
+    PUBLIC_BASE_URL,
+    VAR_DIR,
+    env,
+)
 
 (VAR_DIR / "static").mkdir(parents=True, exist_ok=True)
 
@@ -24,4 +31,8 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.cons
 # The Cerner sandbox runs as its own origin on SANDBOX_PORT (8001) in the demo.
 SANDBOX_ENABLED = True
 DEMO_ENABLED = True
-INSTALLED_APPS = [*INSTALLED_APPS, "fhirlink.sandbox"]
+INSTALLED_APPS = [*INSTALLED_APPS, "fhirlink.sandbox", "patientportal.demo_client"]
+# The /demo/ reference client is an app return URI too: the SMART callback sends the browser
+# back to it with the connection id and outcome (patientportal/demo_client).
+if f"{PUBLIC_BASE_URL}/demo/" not in FHIRLINK_APP_RETURN_URIS:
+    FHIRLINK_APP_RETURN_URIS = [*FHIRLINK_APP_RETURN_URIS, f"{PUBLIC_BASE_URL}/demo/"]

@@ -1,0 +1,367 @@
+"""The whole patient journey in a real headless Chromium, through the /demo/ reference client.
+
+Sign up (the verification link comes from Django's locmem outbox), sign in through this
+server's /o/authorize/ with PKCE from the page, give the consents, connect the sandbox health
+system, log in at the sandbox and untick one scope on its approval page, come back to /demo/,
+wait for the first sync in a real Celery worker process, check the summary against what the
+sandbox serves for that patient and the granted types, find the access-log entries, and
+disconnect with purge. A phone-sized screenshot of each step goes to `screenshot_dir`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.core import mail
+from oauth2_provider.models import Application
+
+from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
+from fhirlink.services.registry import health_system_register
+from patientportal.accesslog.models import AccessEvent
+from patientportal.accounts.demo import DEMO_CLIENT_ID
+from patientportal.accounts.models import Patient
+from patientportal.consent.demo import DOCUMENTS
+from patientportal.consent.models import ConsentDocument
+from tests.fhirlink.test_sync_engine import download_all
+from tests.patientportal.accounts_helpers import run_account_emails_inline
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+]
+
+PHONE = {"width": 390, "height": 844}
+SMART_CLIENT_ID = "portal-journey"
+RESOURCES = [
+    "Patient",
+    "Observation",
+    "Condition",
+    "AllergyIntolerance",
+    "MedicationRequest",
+    "Immunization",
+    "Procedure",
+    "Encounter",
+    "DiagnosticReport",
+    "DocumentReference",
+]
+UNTICKED = "Immunization"
+EMAIL = "journey.patient@example.test"
+PASSWORD = "lantern-meadow-quartz-71"
+SYNC_TIMEOUT_MS = 180_000
+
+
+def _code(concept: dict[str, Any] | None) -> str:
+    codings = (concept or {}).get("coding") or [{}]
+    return str(codings[0].get("code") or "")
+
+
+def _entered_in_error(resource: dict[str, Any]) -> bool:
+    return "entered-in-error" in {
+        resource.get("status"),
+        _code(resource.get("verificationStatus")),
+        _code(resource.get("clinicalStatus")),
+    }
+
+
+def _categories(resource: dict[str, Any]) -> set[str]:
+    cats = resource.get("category") or []
+    if isinstance(cats, dict):
+        cats = [cats]
+    return {c.get("code") for cat in cats for c in (cat.get("coding") or [])}
+
+
+def expected_counts(served: dict[tuple[str, str], dict[str, Any]]) -> dict[str, int]:
+    """The summary's counts, computed from the raw FHIR the sandbox serves for the connection."""
+    counts: Counter[str] = Counter()
+    for (rtype, _id), resource in served.items():
+        if _entered_in_error(resource):
+            continue
+        if rtype == "Condition" and _code(resource.get("clinicalStatus")) in {
+            "active",
+            "recurrence",
+            "relapse",
+        }:
+            counts["active_conditions"] += 1
+        elif rtype == "MedicationRequest" and resource.get("status") in {"active", "on-hold"}:
+            counts["active_medications"] += 1
+        elif rtype == "AllergyIntolerance" and _code(resource.get("clinicalStatus")) not in {
+            "inactive",
+            "resolved",
+        }:
+            counts["allergies"] += 1
+        elif rtype == "Observation" and "vital-signs" in _categories(resource):
+            counts["vital_signs"] += 1
+        elif rtype == "Observation" and "laboratory" in _categories(resource):
+            counts["lab_results"] += 1
+        elif rtype == "Immunization":
+            counts["immunizations"] += 1
+        elif rtype == "Encounter":
+            counts["encounters"] += 1
+        elif rtype == "DocumentReference":
+            counts["documents"] += 1
+    names = (
+        "active_conditions",
+        "active_medications",
+        "allergies",
+        "vital_signs",
+        "lab_results",
+        "immunizations",
+        "encounters",
+        "documents",
+    )
+    return {name: counts[name] for name in names}
+
+
+@pytest.fixture
+def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
+    """This server at live_server.url (its PUBLIC_BASE_URL) and the sandbox as its Cerner."""
+    base = live_server.url
+    callback = f"{base}/fhirlink/callback"
+    settings.PUBLIC_BASE_URL = base
+    settings.FHIRLINK_REDIRECT_URI = callback
+    settings.FHIRLINK_APP_RETURN_URIS = [
+        "org.patientportal.app:/connections/result",
+        f"{base}/demo/",
+    ]
+    for purpose, (title, body) in DOCUMENTS.items():
+        ConsentDocument.objects.get_or_create(
+            purpose=purpose,
+            version=1,
+            language="en",
+            defaults={"title": title, "body": body, "effective_at": "2026-01-01T00:00:00Z"},
+        )
+    # The reference client's registration (as accounts.demo seeds it), at this origin.
+    Application.objects.update_or_create(
+        client_id=DEMO_CLIENT_ID,
+        defaults={
+            "name": "Demo reference client (/demo/)",
+            "client_type": Application.CLIENT_PUBLIC,
+            "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
+            "redirect_uris": f"{base}/demo/",
+            "skip_authorization": False,
+            "algorithm": "",
+        },
+    )
+    sandbox.register_client(SMART_CLIENT_ID, callback)
+    hs, _ = health_system_register(
+        slug="sandbox-journey",
+        name="Sandbox Health",
+        fhir_base_url=sandbox.fhir_base,
+        tenant=sandbox.tenant,
+        client_id=SMART_CLIENT_ID,
+        client_auth="public",
+        scope_syntax="v2",
+        resources=RESOURCES,
+        redirect_uri=callback,
+        enabled=True,
+    )
+    return hs
+
+
+def test_patient_journey_in_chromium(
+    world: HealthSystem,
+    live_server: Any,
+    sandbox: Any,
+    browser: Any,
+    screenshot_dir: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    base = live_server.url
+    demo = f"{base}/demo/"
+    run_account_emails_inline(monkeypatch)  # the verification e-mail lands in mail.outbox
+    # The worker runs this server's settings too (the first sync runs in it).
+    monkeypatch.setenv("PUBLIC_BASE_URL", base)
+    worker = request.getfixturevalue("celery_worker_process")
+    assert worker.proc is not None
+
+    context = browser.new_context(viewport=PHONE, is_mobile=True, timezone_id="America/Chicago")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def console(msg: Any) -> None:
+        # Pages other than /demo/ have no favicon (a 404 the browser reports on its own).
+        if msg.type == "error" and not str(msg.location.get("url", "")).endswith("/favicon.ico"):
+            errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    page.on("console", console)
+    shots: list[str] = []
+
+    def shot(name: str, section: str = "") -> None:
+        path = screenshot_dir / f"journey-{len(shots) + 1:02d}-{name}.png"
+        if section:  # one card at phone size, as the patient sees it
+            page.locator(section).screenshot(path=str(path))
+        else:
+            page.screenshot(path=str(path), full_page=True)
+        shots.append(path.name)
+
+    try:
+        # 1. The page, signed out.
+        page.goto(demo)
+        page.wait_for_selector("#sign-in:visible")
+        shot("signed-out")
+
+        # 2. Sign up from the sign-in page (the authorize step sends us there).
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r".*/accounts/login/.*"))
+        page.get_by_role("link", name="New here? Create an account").click()
+        page.wait_for_url(re.compile(r".*/accounts/signup/.*"))
+        page.get_by_label("E-mail address").fill(EMAIL)
+        page.get_by_label("First name (optional)").fill("Journey")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD)
+        shot("signup")
+        page.get_by_role("button", name="Create account").click()
+        page.wait_for_selector("text=Check your e-mail")
+        shot("signup-done")
+
+        # 3. Open the verification link from the e-mail.
+        assert [m.to for m in mail.outbox] == [[EMAIL]]
+        link = re.search(r"(https?://\S+/accounts/verify/\S+/)", str(mail.outbox[0].body))
+        assert link is not None
+        assert link.group(1).startswith(base)
+        page.goto(link.group(1))
+        page.wait_for_selector("text=your e-mail address is confirmed")
+        shot("email-verified")
+
+        # 4. Sign in with PKCE from the page, approve, come back with a code, exchange it.
+        page.goto(demo)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r".*/accounts/login/.*"))
+        authorize_next = page.url
+        assert "code_challenge_method%3DS256" in authorize_next
+        assert "code_challenge%3D" in authorize_next
+        page.get_by_label("E-mail address").fill(EMAIL)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("text=It will be able to:")
+        shot("authorize")
+        page.get_by_role("button", name="Allow").click()
+        page.wait_for_selector("#me-email:has-text('journey.patient@example.test')")
+        # The code is gone from the address bar; the tokens are in this tab's session storage.
+        assert page.url == demo
+        stored = page.evaluate("window.sessionStorage.getItem('demo.tokens')")
+        assert stored
+        assert '"access"' in stored
+        assert page.evaluate("window.sessionStorage.getItem('demo.pkce')") is None
+        patient = Patient.objects.get(user__email=EMAIL)
+        shot("signed-in")
+
+        # 5. Consents. Connecting first is refused: the page shows the API error's code/message.
+        page.wait_for_selector("#consent-list li[data-purpose=ehr_sync]")
+        page.get_by_role("button", name="Connect Sandbox Health").click()
+        page.wait_for_selector("#error:visible .error-code")
+        assert page.inner_text("#error .error-code") == "consent_required"
+        assert not Connection.objects.filter(patient=patient).exists()
+        # Chromium reports the refused request itself on the console; nothing else is there.
+        assert [e for e in errors if "/api/v1/connections" not in e] == []
+        errors.clear()
+        for purpose in ("ehr_sync", "care_team_access"):
+            page.click(f"#consent-list li[data-purpose={purpose}] button")
+            page.wait_for_selector(f"#consent-list li[data-purpose={purpose}][data-status=granted]")
+        assert page.locator("#error").is_hidden()
+        shot("consents")
+
+        # 6. Connect: the sandbox's login page, then its approval page with one scope unticked.
+        page.get_by_role("button", name="Connect Sandbox Health").click()
+        page.wait_for_url(re.compile(re.escape(sandbox.origin) + r"/.*"))
+        nancy = sandbox.patients["nancy"]
+        page.fill("input[name=username]", nancy.username)
+        page.fill("input[name=password]", nancy.password)
+        shot("sandbox-login")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("#approve-form")
+        boxes = page.locator(f"#approve-form input[name=scope][value^='patient/{UNTICKED}.']")
+        assert boxes.count() >= 1
+        for index in range(boxes.count()):
+            boxes.nth(index).uncheck()
+        shot("sandbox-approve-unticked")
+        page.get_by_role("button", name="Allow").click()
+
+        # 7. Back on /demo/ (via /fhirlink/callback): the URL is cleaned, the sync is followed.
+        page.wait_for_url(demo, timeout=30_000)
+        page.wait_for_selector("#connection-list li[data-connection]")
+        assert page.url == demo
+        assert "Connected, with some record types not shared" in page.inner_text("#status")
+        connection = Connection.objects.get(patient=patient)
+        assert UNTICKED in connection.declined_resources
+        assert UNTICKED not in connection.granted_resources
+        assert page.inner_text("#connection-list .declined") == ", ".join(
+            connection.declined_resources
+        )
+        shot("syncing")
+        page.wait_for_selector(
+            "#connection-list li[data-status=active] [data-sync-status=succeeded]",
+            timeout=SYNC_TIMEOUT_MS,
+        )
+        page.wait_for_selector("#summary-body [data-count=vital_signs]")
+        page.wait_for_selector("#log-rows li[data-action=sync_write]")
+        shot("synced-summary")
+
+        # 8. The summary's counts equal what the sandbox serves for the granted types.
+        served = download_all(connection)
+        assert served
+        assert {rtype for rtype, _ in served} <= set(connection.granted_resources)
+        expected = expected_counts(served)
+        assert expected["immunizations"] == 0  # unticked: never requested, never synced
+        assert expected["vital_signs"] > 0
+        assert expected["encounters"] > 0
+        shown = {
+            name: int(page.inner_text(f"#summary-body [data-count={name}] .n")) for name in expected
+        }
+        assert shown == expected
+        assert not SyncedResource.objects.filter(patient_id=patient.pk, resource_type=UNTICKED)
+        assert page.inner_text("#summary-body [data-field=name]").strip()
+
+        # The trend chart is drawn (inline SVG) and the timeline is filled.
+        page.wait_for_selector("#trend-chart svg.chart path")
+        assert page.locator("#trend-chart svg.chart circle").count() > 1
+        assert page.locator("#timeline-list li[data-type]").count() > 0
+        shot("trend-chart", "#trend")
+        shot("timeline", "#timeline")
+
+        # 9. The access log shows the sync and the patient's own reads.
+        page.locator("#access-log").scroll_into_view_if_needed()
+        page.click("#log-refresh")
+        page.wait_for_selector("#log-rows li[data-action=read][data-actor-kind=patient]")
+        assert page.locator("#log-rows li[data-action=sync_write]").count() >= 1
+        events = AccessEvent.objects.filter(patient_id=patient.pk)
+        assert events.filter(action="sync_write", actor_kind="system").exists()
+        assert events.filter(action="connect").exists()
+        assert events.filter(action="read", actor_kind="patient").exists()
+        shot("access-log", "#access-log")
+
+        # 10. Disconnect with purge: the receipt.
+        before = SyncedResource.objects.filter(connection=connection).count()
+        assert before > 0
+        item = page.locator(f"#connection-list li[data-connection='{connection.pk}']")
+        item.get_by_role("button", name="Disconnect…").click()
+        item.get_by_role("button", name="Yes, disconnect and erase").click()
+        page.wait_for_selector("#receipt:visible")
+        receipt = page.locator("#receipt")
+        assert receipt.locator("[data-field=tokens]").inner_text() == "yes"
+        assert receipt.locator("[data-field=key]").inner_text() == "yes"
+        assert receipt.locator("[data-field=revocation]").inner_text() == "revoked"
+        assert int(receipt.locator("[data-field=erased]").inner_text()) > 0
+        page.wait_for_selector("#summary-empty:visible")
+        shot("disconnected-receipt", "#connections")
+        shot("disconnected")
+        connection.refresh_from_db()
+        assert connection.status == ConnectionStatus.DISCONNECTED
+        assert not SyncedResource.objects.filter(patient_id=patient.pk).exists()
+        assert AccessEvent.objects.filter(patient_id=patient.pk, action="disconnect").exists()
+
+        # No token, code or connection result ever stayed in the address bar.
+        assert urlsplit(page.url).query == ""
+        assert errors == []
+    finally:
+        context.close()
+    assert len(shots) == 16
+    for name in shots:
+        assert (screenshot_dir / name).stat().st_size > 3_000
