@@ -104,27 +104,51 @@ class StaleData(_ConnectionCohort):
 
 
 class _CodeCohort(CohortSelector):
-    """Patients with a code in their synced record: needs the synced-record store (fhirlink).
+    """Patients whose synced record holds a live resource with the campaign's code.
 
-    When the store lands this becomes `Patient.objects.filter(pk__in=<store rows with code>)`,
-    and `uses_clinical_data` makes every resolution write an access-log entry.
+    `cohort_code` is "system|code" or a bare code (any system). Matched on the store's clear
+    filter columns (`fhirlink.models.SyncedResource`: resource type, code system, code, status),
+    never on decrypted payloads; entered-in-error and tombstoned rows never count. The store
+    keeps one (standard-first) coding per resource, so a cohort names the code the store keeps
+    (e.g. SNOMED CT for Cerner's conditions, RxNorm for medications). Resolving it writes an
+    access-log entry (`uses_clinical_data`).
     """
 
     uses_clinical_data = True
+    resource_type: ClassVar[str]
+    status_field: ClassVar[str]
+    live_statuses: ClassVar[tuple[str, ...]]
 
     def available(self) -> bool:
-        return False
+        return integrations.synced_resource_model() is not None
 
     def patients(self, campaign: Campaign) -> QuerySet[Patient]:
-        raise CohortUnavailable(self.audience)
+        model = integrations.synced_resource_model()
+        if model is None:
+            raise CohortUnavailable(self.audience)
+        system, _, code = campaign.cohort_code.strip().rpartition("|")
+        rows = model.objects.live().filter(
+            resource_type=self.resource_type,
+            code=code.strip(),
+            **{f"{self.status_field}__in": self.live_statuses},
+        )
+        if system.strip():
+            rows = rows.filter(code_system=system.strip())
+        return Patient.objects.filter(pk__in=rows.values("patient_id"))
 
 
 class ConditionCode(_CodeCohort):
     audience = Audience.CONDITION_CODE
+    resource_type = "Condition"
+    status_field = "clinical_status"
+    live_statuses = ("active", "recurrence", "relapse")
 
 
 class MedicationCode(_CodeCohort):
     audience = Audience.MEDICATION_CODE
+    resource_type = "MedicationRequest"
+    status_field = "status"
+    live_statuses = ("active", "on-hold")
 
 
 SELECTORS: dict[str, CohortSelector] = {

@@ -83,6 +83,14 @@ def connection_model() -> type[models.Model] | None:
         return None
 
 
+def synced_resource_model() -> Any | None:
+    """fhirlink's synced-record store (clear filter columns only are used here)."""
+    try:
+        return apps.get_model("fhirlink", "SyncedResource")
+    except LookupError:
+        return None
+
+
 def connection_field(model: type[models.Model], candidates: tuple[str, ...]) -> str | None:
     names = {field.name for field in model._meta.get_fields()}
     return next((name for name in candidates if name in names), None)

@@ -82,7 +82,7 @@ def test_invalid_schedules_are_refused(engagement_staff, template):
         {"rrule": "FREQ=MINUTELY"},
         {"ends_on": "2026-09-01"},
         {"audience": "patient"},
-        {"audience": "condition_code", "cohort_code": "44054006"},
+        {"audience": "condition_code", "cohort_code": ""},  # a code cohort needs its code
         {"send_push": "", "send_inbox": ""},
     ):
         data = campaign_form(template, **overrides)

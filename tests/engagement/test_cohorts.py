@@ -81,3 +81,96 @@ def test_a_clinical_cohort_is_one_more_selector_and_is_access_logged(make_campai
     )
     assert event.query["cohort"] == "condition_code"
     assert event.query["campaign"] == campaign.pk
+
+
+def _synced(patient, resources, slug):
+    """Writes resources for `patient` through the store's own upsert path."""
+    from fhirlink.models import Connection, HealthSystem
+    from fhirlink.services.sync.store import resource_upsert_page
+
+    system, _ = HealthSystem.objects.get_or_create(
+        slug=slug,
+        defaults={
+            "name": slug,
+            "fhir_base_url": f"https://ehr.example/{slug}",
+            "client_id": "c",
+            "redirect_uri": "https://portal.example/fhirlink/callback",
+        },
+    )
+    connection = Connection.objects.create(
+        patient=patient, health_system=system, status="active", fhir_patient_id=str(patient.pk)
+    )
+    resource_upsert_page(
+        connection=connection, resources=resources, source_base_url=system.fhir_base_url
+    )
+
+
+def _condition(fhir_id, code, clinical="active", status=None):
+    resource = {
+        "resourceType": "Condition",
+        "id": fhir_id,
+        "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical,
+                }
+            ]
+        },
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+        "subject": {"reference": "Patient/1"},
+    }
+    if status:
+        resource["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": status,
+                }
+            ]
+        }
+    return resource
+
+
+def _medication(fhir_id, code, status="active"):
+    return {
+        "resourceType": "MedicationRequest",
+        "id": fhir_id,
+        "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"},
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}]
+        },
+        "subject": {"reference": "Patient/1"},
+    }
+
+
+def test_code_cohorts_select_on_the_synced_store_and_are_access_logged(make_campaign):
+    diabetic = PatientFactory.create()
+    _synced(diabetic, [_condition("c1", "44054006")], "hs-a")
+    resolved = PatientFactory.create()
+    _synced(resolved, [_condition("c2", "44054006", clinical="resolved")], "hs-b")
+    in_error = PatientFactory.create()
+    _synced(in_error, [_condition("c3", "44054006", status="entered-in-error")], "hs-c")
+    other_code = PatientFactory.create()
+    _synced(other_code, [_condition("c4", "38341003")], "hs-d")
+    on_metformin = PatientFactory.create()
+    _synced(on_metformin, [_medication("m1", "860975")], "hs-e")
+    stopped = PatientFactory.create()
+    _synced(stopped, [_medication("m2", "860975", status="stopped")], "hs-f")
+
+    def members(audience, code):
+        campaign = make_campaign(audience=audience, cohort_code=code)
+        return set(cohorts.cohort_patients(campaign=campaign, purpose="test"))
+
+    before = AccessEvent.objects.count()
+    assert members(Audience.CONDITION_CODE, "http://snomed.info/sct|44054006") == {diabetic}
+    assert members(Audience.CONDITION_CODE, "44054006") == {diabetic}
+    assert members(Audience.CONDITION_CODE, "http://hl7.org/fhir/sid/icd-10-cm|44054006") == set()
+    assert members(Audience.MEDICATION_CODE, "860975") == {on_metformin}
+    assert AccessEvent.objects.count() == before + 4
+    assert set(AccessEvent.objects.order_by("-seq")[:4].values_list("action", "purpose")) == {
+        ("search", "engagement")
+    }

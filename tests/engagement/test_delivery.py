@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from engagement import channels, services
 from engagement.channels.base import RetryableSendError, SendResult, TerminalSendError
-from engagement.exceptions import CohortNotAvailable
 from engagement.models import (
     Audience,
     Campaign,
@@ -256,14 +255,6 @@ def test_cohort_of_one_patient(make_campaign, utc_patients):
     assert services.campaign_audience_size(campaign=campaign) == 1
     run_pipeline()
     assert list(Delivery.objects.values_list("patient_id", flat=True)) == [utc_patients[2].pk]
-
-
-def test_code_cohorts_are_not_available_until_the_synced_store_exists(make_campaign):
-    campaign = make_campaign(audience=Audience.CONDITION_CODE, cohort_code="http://snomed|44054006")
-    assert services.campaign_audience_size(campaign=campaign) is None
-    with pytest.raises(CohortNotAvailable) as raised:
-        services.campaign_validate(campaign=campaign)
-    assert raised.value.code == "cohort_unavailable"
 
 
 def test_expansion_resumes_from_its_cursor(make_campaign, grant_engagement):
