@@ -188,6 +188,32 @@ def test_reconcile_tombstones_what_the_server_no_longer_returns(connection):
     assert gone.deleted_at is None
 
 
+def test_a_date_windowed_reconcile_keeps_undated_resources(connection):
+    undated = obs("u1")
+    del undated["effectiveDateTime"]
+    upsert(connection, [obs("1"), obs("2"), undated])
+    run_id = "6c1b1f4e-2c49-4a4c-9d0a-1f6a8a1f0a02"
+    from fhirlink.models import SyncRun
+
+    SyncRun.objects.create(pk=run_id, connection=connection, trigger="schedule", status="running")
+    upsert(connection, [obs("1")], sync_run_id=run_id, mark_seen=True)
+    assert (
+        resources_tombstone(
+            connection=connection,
+            resource_type="Observation",
+            sync_run_id=run_id,
+            keep_undated=True,
+        )
+        == 1
+    )
+    live = set(
+        SyncedResource.objects.live()
+        .filter(connection=connection)
+        .values_list("fhir_id", flat=True)
+    )
+    assert live == {"1", "u1"}
+
+
 def test_erase_returns_counts_per_type(connection):
     upsert(connection, [obs("1"), obs("2"), {"resourceType": "Practitioner", "id": "77"}])
     assert hooks.synced_data_erase(

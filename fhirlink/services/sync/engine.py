@@ -808,8 +808,15 @@ class SyncExecution:
                     completed_types.append(rtype)
                     full = all(s.mode == StreamMode.FULL for s in group)
                     if full and rtype not in plan.READ_TYPES:
+                        # A pass split into date windows cannot see undated resources: it
+                        # must not tombstone them (they stay until the server is asked without
+                        # a date filter).
+                        windowed = any("date" in (s.params or {}) for s in group)
                         counts[rtype]["tombstoned"] = resources_tombstone(
-                            connection=self.connection, resource_type=rtype, sync_run_id=run.pk
+                            connection=self.connection,
+                            resource_type=rtype,
+                            sync_run_id=run.pk,
+                            keep_undated=windowed,
                         )
                     self._watermark(rtype, group, full=full, now=now)
         failed = fatal or any(s.status != StreamStatus.DONE for s in streams)

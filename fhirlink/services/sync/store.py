@@ -218,22 +218,25 @@ def resource_payload(
     return data
 
 
-def resources_tombstone(*, connection: Connection, resource_type: str, sync_run_id: Any) -> int:
+def resources_tombstone(
+    *, connection: Connection, resource_type: str, sync_run_id: Any, keep_undated: bool = False
+) -> int:
     """After a complete full pass of `resource_type`: tombstone what the pass did not see.
 
+    `keep_undated`: the pass searched by date windows, which never return a resource without an
+    effective date, so such rows are not evidence of deletion and are kept.
     `updated_at` moves too, so the app's changes feed (ordered by it) carries the tombstone.
     """
     now = timezone.now()
-    return (
-        SyncedResource.objects.filter(
-            connection=connection,
-            resource_type=resource_type,
-            is_reference=False,
-            deleted_at__isnull=True,
-        )
-        .exclude(last_seen_run=sync_run_id)
-        .update(deleted_at=now, updated_at=now)
-    )
+    rows = SyncedResource.objects.filter(
+        connection=connection,
+        resource_type=resource_type,
+        is_reference=False,
+        deleted_at__isnull=True,
+    ).exclude(last_seen_run=sync_run_id)
+    if keep_undated:
+        rows = rows.exclude(effective_at__isnull=True)
+    return rows.update(deleted_at=now, updated_at=now)
 
 
 def synced_resources_erase(*, connection_id: Any) -> dict[str, int]:
