@@ -334,34 +334,41 @@ def make_document_view(site: AdminSite) -> Callable[..., HttpResponse]:
     return document_view
 
 
+def _staff_action_connection(request: HttpRequest, patient_id: Any) -> tuple[Connection, str]:
+    """The POSTed connection of a patient this staff user may act on, and the purpose; a
+    patient or connection out of reach answers 404 (logged without the patient)."""
+    purpose = _purpose_or_none(request, patient_id)
+    connection = (
+        Connection.objects.filter(
+            pk=_uuid_or_none(request.POST.get("connection")) or uuid.UUID(int=0),
+            patient_id=patient_id,
+        ).first()
+        if purpose is not None
+        else None
+    )
+    if connection is None or purpose is None:
+        _log(
+            request,
+            patient=None,
+            purpose="",
+            outcome=Outcome.NOT_FOUND,
+            resource_type="Connection",
+        )
+        raise Http404("Not found.")
+    return connection, purpose
+
+
 def make_resync_view(site: AdminSite) -> Callable[..., HttpResponse]:
     @require_POST
     def resync_view(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
-        purpose = _purpose_or_none(request, patient_id)
-        connection = (
-            Connection.objects.filter(
-                pk=_uuid_or_none(request.POST.get("connection")) or uuid.UUID(int=0),
-                patient_id=patient_id,
-            ).first()
-            if purpose is not None
-            else None
-        )
-        if connection is None:
-            _log(
-                request,
-                patient=None,
-                purpose="",
-                outcome=Outcome.NOT_FOUND,
-                resource_type="Connection",
-            )
-            raise Http404("Not found.")
+        connection, purpose = _staff_action_connection(request, patient_id)
         from fhirlink.services.sync.engine import sync_request
 
         run = sync_request(connection_id=connection.pk, trigger=SyncTrigger.STAFF)
         _log(
             request,
             patient=patient_id,
-            purpose=purpose,  # type: ignore[arg-type]
+            purpose=purpose,
             resource_type="Connection",
             resource_ids=[connection.pk],
             query={"staff_action": "resync", "run": str(run.pk) if run else ""},
@@ -375,31 +382,14 @@ def make_resync_view(site: AdminSite) -> Callable[..., HttpResponse]:
 def make_nudge_view(site: AdminSite) -> Callable[..., HttpResponse]:
     @require_POST
     def nudge_view(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
-        purpose = _purpose_or_none(request, patient_id)
-        connection = (
-            Connection.objects.filter(
-                pk=_uuid_or_none(request.POST.get("connection")) or uuid.UUID(int=0),
-                patient_id=patient_id,
-            ).first()
-            if purpose is not None
-            else None
-        )
-        if connection is None:
-            _log(
-                request,
-                patient=None,
-                purpose="",
-                outcome=Outcome.NOT_FOUND,
-                resource_type="Connection",
-            )
-            raise Http404("Not found.")
+        connection, purpose = _staff_action_connection(request, patient_id)
         from engagement.services.events import reconnect_reminder_send
 
         occurrence = reconnect_reminder_send(connection_id=connection.pk)
         _log(
             request,
             patient=patient_id,
-            purpose=purpose,  # type: ignore[arg-type]
+            purpose=purpose,
             resource_type="Connection",
             resource_ids=[connection.pk],
             query={"staff_action": "reconnect_nudge", "sent": occurrence is not None},
