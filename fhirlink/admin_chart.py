@@ -10,8 +10,6 @@ summary, trends, timeline, PayloadReader); this module only lays them out.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,21 +86,10 @@ def document_content(
     items = normalize.attachments(resource) if resource is not None else []
     if not items:
         return "", b""
-    attachment = items[0]
-    content_type = str(attachment.get("contentType") or "")
-    data = attachment.get("data")
-    if not data:
-        binary = selectors.binary_for_url(
-            patient=patient, connection_id=row.connection_id, url=str(attachment.get("url", ""))
-        )
-        payload = reader.read(binary) if binary is not None else None
-        data = (payload or {}).get("data")
-        content_type = str((payload or {}).get("contentType") or content_type)
-    content_type = content_type.split(";")[0].strip().lower()
-    try:
-        return content_type, base64.b64decode(str(data or ""), validate=False)
-    except (binascii.Error, ValueError):
-        return content_type, b""
+    content_type, body = selectors.attachment_content(
+        patient=patient, row=row, attachment=items[0], reader=reader
+    )
+    return content_type.split(";")[0].strip().lower(), body or b""
 
 
 def chart_build(*, patient: Patient) -> Chart:

@@ -12,8 +12,6 @@ deletion. Responses say where each record came from (`source`) so the app can sh
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Iterable
 from typing import Any
@@ -404,22 +402,12 @@ class DocumentContentView(RecordsBase):
         index = query.validated_data["attachment"]
         if index >= len(items):
             raise NotFound("No such attachment.", code="attachment_not_found")
-        attachment = items[index]
-        content_type = str(attachment.get("contentType") or "application/octet-stream")
-        data = attachment.get("data")
-        if not data:
-            binary = selectors.binary_for_url(
-                patient=patient, connection_id=row.connection_id, url=str(attachment.get("url", ""))
-            )
-            payload = reader.read(binary) if binary is not None else None
-            if payload is None or not payload.get("data"):
-                raise AttachmentNotSynced()
-            data = payload["data"]
-            content_type = str(payload.get("contentType") or content_type)
-        try:
-            body = base64.b64decode(str(data), validate=False)
-        except (binascii.Error, ValueError):
-            raise AttachmentNotSynced() from None
+        content_type, body = selectors.attachment_content(
+            patient=patient, row=row, attachment=items[index], reader=reader
+        )
+        if body is None:
+            raise AttachmentNotSynced()
+        content_type = content_type or "application/octet-stream"
         response = HttpResponse(
             body, content_type=content_type.split(";")[0].strip() or content_type
         )

@@ -9,6 +9,8 @@ the status column is checked as well as the flag the store sets).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -232,3 +234,26 @@ class PayloadReader:
 
     def read_many(self, rows: Iterable[SyncedResource]) -> list[dict[str, Any] | None]:
         return [self.read(row) for row in rows]
+
+
+def attachment_content(
+    *, patient: Any, row: SyncedResource, attachment: dict[str, Any], reader: PayloadReader
+) -> tuple[str, bytes | None]:
+    """(content type, bytes) of one DocumentReference attachment: its inline data, or the Binary
+    the sync stored for its URL (same connection only). Bytes are None when neither is there
+    or the data does not decode; the content type is the Binary's, else the attachment's."""
+    content_type = str(attachment.get("contentType") or "")
+    data = attachment.get("data")
+    if not data:
+        binary = binary_for_url(
+            patient=patient, connection_id=row.connection_id, url=str(attachment.get("url", ""))
+        )
+        payload = reader.read(binary) if binary is not None else None
+        data = (payload or {}).get("data")
+        content_type = str((payload or {}).get("contentType") or content_type)
+    if not data:
+        return content_type, None
+    try:
+        return content_type, base64.b64decode(str(data), validate=False)
+    except (binascii.Error, ValueError):
+        return content_type, None
