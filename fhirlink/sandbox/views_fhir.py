@@ -17,7 +17,14 @@ from .conf import PATIENTS_BY_ID, PATIENTS_BY_KEY, PATIENTS_BY_ORDINAL, TestPati
 from .fhir import data
 from .fhir.data import Ctx, Row
 from .fhir.index import changes_version, page_asc, page_desc, row_get, rows_for
-from .fhir.search import PAGING, SPECS, SUPPORTED_TYPES, SearchError, build_predicate
+from .fhir.search import (
+    PAGING,
+    SPECS,
+    SUPPORTED_TYPES,
+    SearchError,
+    build_predicate,
+    ts_range,
+)
 from .oauth import TokenContext, bearer_check, grant_revoke
 from .responses import FHIR_JSON, fhir_response, insufficient_scope, outcome_response, unauthorized
 from .scopes import allows
@@ -433,15 +440,16 @@ def _search(request: HttpRequest, ctx: Ctx, token: TokenContext, rtype: str) -> 
     for param in ("encounter", "target-disease"):
         filters.pop(param, None)
     key, predicate = build_predicate(rtype, filters)
+    bounds = ts_range(rtype, filters)
     version = changes_version(ctx.tenant, me, rtype)
-    rows, keys = rows_for(ctx.tenant, me, rtype, key, predicate, version)
+    rows, keys = rows_for(ctx.tenant, me, rtype, key, predicate, version, bounds)
     entries = []
     social: list[Row] = []
     if rtype == "Observation" and first_page:
         # Social history always comes on the first page, whatever _count says.
         social = [r for r in rows if r.category == "social-history"]
     if rtype == "Observation":
-        paged_rows, paged_keys = _without_social(ctx.tenant, me, key, predicate, version)
+        paged_rows, paged_keys = _without_social(ctx.tenant, me, key, predicate, version, bounds)
     else:
         paged_rows, paged_keys = rows, keys
     if spec.ascending:
@@ -500,14 +508,19 @@ def _search(request: HttpRequest, ctx: Ctx, token: TokenContext, rtype: str) -> 
 
 
 def _without_social(
-    tenant: str, me: TestPatient, key: tuple[Any, ...], predicate: Any, version: int
+    tenant: str,
+    me: TestPatient,
+    key: tuple[Any, ...],
+    predicate: Any,
+    version: int,
+    bounds: tuple[int, int] | None,
 ) -> tuple[Any, Any]:
     combined = (
         (lambda r: predicate(r) and r.category != "social-history")
         if predicate
         else (lambda r: r.category != "social-history")
     )
-    return rows_for(tenant, me, "Observation", ("no-social", *key), combined, version)
+    return rows_for(tenant, me, "Observation", ("no-social", *key), combined, version, bounds)
 
 
 def _search_patient(

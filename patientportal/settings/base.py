@@ -494,11 +494,11 @@ FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
 )
 FHIRLINK_SYNC_BACKOFF_BASE = env.float("FHIRLINK_SYNC_BACKOFF_BASE", default=0.5)
 FHIRLINK_SYNC_BACKOFF_MAX = env.float("FHIRLINK_SYNC_BACKOFF_MAX", default=30.0)
-# Processes that prepare large pages (canonical JSON, columns, R4 validation) for the fetch
-# threads, so the GIL-bound preparation does not starve the writer (0: on the fetch threads).
-# Only where a task may start processes: not in a prefork worker's (daemonic) children, where
-# it falls back to 0; use with `celery worker --pool=threads|solo`, or the benchmark.
-FHIRLINK_SYNC_PREPARE_PROCESSES = env.int("FHIRLINK_SYNC_PREPARE_PROCESSES", default=0)
+# Processes (per worker process, started on its first large page and kept) that prepare pages:
+# canonical JSON, columns and R4 validation, the CPU-bound part of a sync, so it runs beside the
+# GIL-bound fetching and writing instead of on the same core (0: on the fetch threads). Each
+# holds the fhir.resources models (~60 MB). Works in prefork children (billiard).
+FHIRLINK_SYNC_PREPARE_PROCESSES = env.int("FHIRLINK_SYNC_PREPARE_PROCESSES", default=2)
 # A page that is not JSON/FHIR is quarantined and asked for again this many times.
 FHIRLINK_SYNC_PAGE_RETRIES = env.int("FHIRLINK_SYNC_PAGE_RETRIES", default=2)
 # Bounds.

@@ -293,3 +293,77 @@ def test_cerner_examples_ingest_and_come_back_out_equal(connection):
     # A published defect (timestamps with spaces) is stored as received and flagged.
     broken = SyncedResource.objects.filter(connection=connection, valid=False)
     assert broken.exists()
+
+
+def test_an_update_overwrites_the_row_in_place_and_keeps_its_creation_time(connection):
+    upsert(connection, [obs("1")])
+    before = SyncedResource.objects.get(connection=connection, fhir_id="1")
+    result = upsert(
+        connection,
+        [obs("1", value=2.0, status="amended", effectiveDateTime="2023-05-06T07:08:09Z")],
+    )
+    assert (result.created, result.updated) == (0, 1)
+    after = SyncedResource.objects.get(connection=connection, fhir_id="1")
+    assert after.pk == before.pk
+    assert after.created_at == before.created_at
+    assert after.updated_at > before.updated_at
+    assert after.status == "amended"
+    assert after.effective_at is not None
+    assert after.effective_at.isoformat() == "2023-05-06T07:08:09+00:00"
+    assert resource_payload(after)["valueQuantity"]["value"] == 2.0
+
+
+MASKED = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "masked"}
+    ]
+}
+
+
+def test_the_preparation_pool_stores_what_inline_preparation_stores(connection, settings):
+    from fhirlink.services.sync import prepare
+
+    page = [obs(str(n), value=float(n)) for n in range(60)] + [
+        obs("bad", valueQuantity={"value": "NaN-ish"}),
+        obs("masked", dataAbsentReason=MASKED),
+    ]
+    del page[-1]["valueQuantity"]
+    columns = ("fhir_id", "category", "code", "effective_at", "status", "valid", "masked")
+    settings.FHIRLINK_SYNC_PREPARE_PROCESSES = 0
+    upsert(connection, page)
+    inline = list(SyncedResource.objects.order_by("fhir_id").values_list(*columns))
+    SyncedResource.objects.all().delete()
+    settings.FHIRLINK_SYNC_PREPARE_PROCESSES = 2
+    try:
+        prepared = prepare.prepare_many(page, processes=2)
+        assert all(cols is not None and err is not None for _, cols, err in prepared)
+        upsert(connection, page, prepared=prepared)
+    finally:
+        prepare.pool_close()
+    pooled = list(SyncedResource.objects.order_by("fhir_id").values_list(*columns))
+    assert pooled == inline
+    assert sum(1 for row in pooled if not row[5]) == 1
+    assert sum(1 for row in pooled if row[6]) == 1
+
+
+def _prepare_in_daemon(out: Any) -> None:
+    from fhirlink.services.sync import prepare
+
+    try:
+        prepared = prepare.prepare_many([obs(str(n)) for n in range(60)], processes=2)
+        out.put([err for _, _, err in prepared[:3]])
+    finally:
+        prepare.pool_close()
+
+
+def test_the_preparation_pool_starts_inside_a_prefork_workers_daemonic_child():
+    # Celery's prefork children are daemonic: the standard library refuses them children.
+    import billiard
+
+    out = billiard.Queue()
+    child = billiard.Process(target=_prepare_in_daemon, args=(out,), daemon=True)
+    child.start()
+    try:
+        assert out.get(timeout=60) == ["", "", ""]  # validated in the pool ("" = valid)
+    finally:
+        child.join(timeout=30)

@@ -149,3 +149,16 @@ def test_patient_cipher(consenting_patient, other_patient):
     assert vault.patient_key_destroy(patient_id=consenting_patient.pk) is False
     with pytest.raises(vault.KeyDestroyed):
         vault.patient_cipher(patient_id=consenting_patient.pk, create=False)
+
+
+def test_patient_cipher_encrypts_a_batch_with_distinct_nonces(consenting_patient):
+    cipher = vault.patient_cipher(patient_id=consenting_patient.pk)
+    items = [(f"resource {n}".encode(), f"row-{n}") for n in range(300)]
+    blobs = cipher.encrypt_many(items)
+    assert [cipher.decrypt(b, aad=aad) for b, (_, aad) in zip(blobs, items, strict=True)] == [
+        p for p, _ in items
+    ]
+    assert len({bytes(b[2:14]) for b in blobs}) == 300  # one fresh 96-bit nonce each
+    with pytest.raises(vault.DecryptionFailed):
+        cipher.decrypt(blobs[0], aad="row-1")  # still bound to its own row
+    assert cipher.encrypt_many([]) == []

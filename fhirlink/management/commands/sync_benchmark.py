@@ -93,7 +93,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--origin", default="", help="a running sandbox (default: start one)")
         parser.add_argument("--latency-ms", type=int, default=150)
-        parser.add_argument("--concurrency", type=int, default=8)
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=0,
+            help="requests in flight per health system (default: FHIRLINK_SYNC_CONCURRENCY)",
+        )
         parser.add_argument(
             "--large", default="hugosandbox:Sandbox-Hugo-2026", help="user:password"
         )
@@ -122,7 +127,9 @@ class Command(BaseCommand):
         if not origin:
             port = _free_port()
             origin = f"http://127.0.0.1:{port}"
-            server = self._start_sandbox(port, options["concurrency"])
+            server = self._start_sandbox(
+                port, options["concurrency"] or int(settings.FHIRLINK_SYNC_CONCURRENCY)
+            )
         try:
             self._run(origin, options)
         finally:
@@ -162,7 +169,7 @@ class Command(BaseCommand):
     def _run(self, origin: str, options: dict[str, Any]) -> None:
         large = self._launch(origin, options["large"])
         small = self._launch(origin, options["small"])
-        conc = options["concurrency"]
+        conc = options["concurrency"] or int(settings.FHIRLINK_SYNC_CONCURRENCY)
         latency = options["latency_ms"]
         rows: list[tuple[str, str]] = []
         plain = self._measure("plain", large, conc)
@@ -170,11 +177,18 @@ class Command(BaseCommand):
         incr = self._measure("incremental", large, conc)
         small_full = self._measure("full", small, conc)
         rps = full["resources"] / full["seconds"] if full["seconds"] else 0.0
+        cpus = os.cpu_count() or 1
+        prep = int(settings.FHIRLINK_SYNC_PREPARE_PROCESSES)
         rows += [
+            ("machine", f"{cpus} CPUs (shared with the sandbox), {prep} preparation processes"),
             ("large patient resources stored", f"{full['resources']}"),
             ("requests (full sync)", f"{full['requests']} (plain loop: {plain['requests']})"),
             ("plain download loop, no latency", f"{plain['seconds']:.2f} s"),
             ("full sync, no latency", f"{full['seconds']:.2f} s  ({rps:,.0f} resources/s)"),
+            (
+                "  CPU: plain loop / full sync (sync process + preparation)",
+                f"{plain['cpu']:.1f} s / {full['cpu']:.1f} + {full['cpu_children']:.1f} s",
+            ),
             (
                 "  full / plain (target <= 2.0)",
                 f"{full['seconds'] / plain['seconds']:.2f}"
@@ -194,7 +208,11 @@ class Command(BaseCommand):
                     and incr["requests"] <= incr["types"]
                 ),
             ),
-            ("peak RSS, full sync large", f"{full['maxrss_mb']:.0f} MB"),
+            (
+                "peak RSS, full sync large",
+                f"{full['maxrss_mb']:.0f} MB (each preparation process: "
+                f"{full['children_maxrss_mb']:.0f} MB)",
+            ),
             (
                 f"peak RSS, full sync small ({small_full['resources']} resources)",
                 f"{small_full['maxrss_mb']:.0f} MB",
@@ -356,8 +374,23 @@ class Command(BaseCommand):
             "written": sum(c["created"] + c["updated"] for c in run.counts.values()),
             "resources": SyncedResource.objects.filter(connection=connection).count(),
             "critical_pages": max((p for _, p in streams), default=0) + 1,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **_usage(),
         }
+
+
+def _usage() -> dict[str, float]:
+    """Peak RSS and CPU seconds of this process and of its (joined) preparation processes."""
+    from fhirlink.services.sync.prepare import pool_close
+
+    pool_close()
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "maxrss_mb": me.ru_maxrss / 1024,
+        "children_maxrss_mb": kids.ru_maxrss / 1024,
+        "cpu": me.ru_utime + me.ru_stime,
+        "cpu_children": kids.ru_utime + kids.ru_stime,
+    }
 
 
 def _plain(connection: Any) -> dict[str, Any]:
@@ -402,7 +435,7 @@ def _plain(connection: Any) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "requests": requests_made,
         "resources": resources,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **_usage(),
     }
 
 

@@ -83,8 +83,11 @@ def rows_for(
     filter_key: tuple[Any, ...],
     predicate: Callable[[Row], bool] | None,
     version: int | None = None,
+    ts_range: tuple[int, int] | None = None,
 ) -> tuple[list[Row] | tuple[Row, ...], list[tuple[int, int]]]:
-    """The matching rows ascending by (ts, i), and their keys for bisecting; cached per query."""
+    """The matching rows ascending by (ts, i), and their keys for bisecting; cached per query.
+    `ts_range` (inclusive, from the query's date filters) narrows the scan to a slice of the
+    index, which is sorted by ts: a date-window search costs its window, not the record."""
     if version is None:
         version = changes_version(tenant, patient, rtype)
     key = ("rows", tenant, patient.key, rtype, version, filter_key)
@@ -94,10 +97,17 @@ def rows_for(
             _cache.move_to_end(key)
             return hit
     rows = merged_rows(tenant, patient, rtype, version)
+    if ts_range is not None:
+        lo = bisect.bisect_left(rows, ts_range[0], key=_ts)
+        rows = rows[lo : bisect.bisect_right(rows, ts_range[1], lo=lo, key=_ts)]
     selected = [r for r in rows if predicate(r)] if predicate is not None else list(rows)
     _remember(key, selected)
     with _lock:
         return _cache[key]
+
+
+def _ts(row: Row) -> int:
+    return row.ts
 
 
 _lookups: OrderedDict[tuple[Any, ...], dict[int, Row]] = OrderedDict()

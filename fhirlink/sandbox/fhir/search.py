@@ -187,6 +187,33 @@ def date_predicate(
     return lambda ts: all(t(ts) for t in tests)
 
 
+def ts_range(rtype: str, q: dict[str, list[str]]) -> tuple[int, int] | None:
+    """Inclusive bounds on a row's clinical time (``Row.ts``) implied by the date filters, so
+    an index sorted by it can be sliced before the predicate runs (the predicate still runs:
+    this only skips rows that cannot match). None when no filter bounds ``ts``."""
+    values = [*q.get("period", []), *q.get("-timing-boundsPeriod", [])]
+    if rtype != "Goal":
+        values += q.get("date", [])
+    if not values:
+        return None
+    lo, hi = -(2**62), 2**62
+    for raw in values:
+        prefix = raw[:2] if raw[:2].isalpha() else "eq"
+        try:
+            start, end, _ = _bounds(raw[2:] if raw[:2].isalpha() else raw)
+        except SearchError:
+            return None  # build_predicate reports it
+        if prefix in {"eq", "ge"}:
+            lo = max(lo, start)
+        if prefix == "gt":
+            lo = max(lo, end + 1)
+        if prefix in {"eq", "le"}:
+            hi = min(hi, end)
+        if prefix == "lt":
+            hi = min(hi, start - 1)
+    return lo, hi
+
+
 def token_values(raw: str) -> set[str]:
     """``system|code`` or ``code``, comma-separated: the codes."""
     return {v.split("|")[-1] for v in raw.split(",") if v}

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -141,7 +139,9 @@ class Columns:
     masked: bool = False
 
 
-def columns_extract(resource: dict[str, Any]) -> Columns:
+def columns_extract(resource: dict[str, Any], canonical: bytes | None = None) -> Columns:
+    """The store's clear columns. `canonical` (the resource's canonical JSON, when the caller
+    has it) lets the masked check skip the walk when no value "masked" occurs at all."""
     rtype = str(resource.get("resourceType", ""))
     meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
     assert isinstance(meta, dict)
@@ -167,7 +167,7 @@ def columns_extract(resource: dict[str, Any]) -> Columns:
     cols.entered_in_error = "entered-in-error" in (cols.status, verification)
     if cols.entered_in_error and not cols.status:
         cols.status = "entered-in-error"
-    cols.masked = _is_masked(resource)
+    cols.masked = (canonical is None or b'"masked"' in canonical) and _is_masked(resource)
     return cols
 
 
@@ -212,39 +212,41 @@ def prepare_one(resource: dict[str, Any], validate: bool = True) -> Prepared:
     canonical = canonical_json(resource)
     if not validate:
         return canonical, None, None
-    return canonical, columns_extract(resource), resource_validate(resource)
+    return canonical, columns_extract(resource, canonical), resource_validate(resource)
 
 
 def _prepare_chunk(resources: list[dict[str, Any]]) -> list[Prepared]:
     return [prepare_one(r) for r in resources]
 
 
-_pool: ProcessPoolExecutor | None = None
+_pool: Any = None  # a billiard Pool
 _pool_size = 0
 _pool_broken = False
 _pool_lock = threading.Lock()
+POOL_TIMEOUT = 120  # seconds for one page's preparation before giving up on the pool
 
 
-def _get_pool(size: int) -> ProcessPoolExecutor | None:
+def _get_pool(size: int) -> Any:
+    """The process's preparation pool (started on first use, kept for the process's life).
+
+    billiard (Celery's multiprocessing fork) rather than `concurrent.futures`: a prefork
+    worker's children are daemonic, and the standard library refuses to let them start
+    processes; billiard does not. Pool processes are spawned and import only this module."""
     global _pool, _pool_size, _pool_broken
     if size <= 0 or _pool_broken:
-        return None
-    if multiprocessing.current_process().daemon:
-        # A prefork worker's child may not have children of its own: prepare on the threads.
-        _pool_broken = True
-        logger.info("sync: preparation processes unavailable in a daemonic process")
         return None
     with _pool_lock:
         if _pool is None or _pool_size != size:
             try:
-                _pool = ProcessPoolExecutor(
-                    max_workers=size, mp_context=multiprocessing.get_context("spawn")
-                )
+                import billiard
+
+                if _pool is not None:
+                    _pool.terminate()
+                _pool = billiard.get_context("spawn").Pool(processes=size)
                 _pool_size = size
-            except (AssertionError, OSError, ValueError):
-                # E.g. a daemonic process may not have children: prepare inline instead.
+            except (AssertionError, OSError, ValueError, ImportError):
                 logger.warning("sync: no preparation process pool; preparing inline")
-                _pool_broken = True
+                _pool, _pool_broken = None, True
                 return None
         return _pool
 
@@ -259,12 +261,22 @@ def prepare_many(
         return [prepare_one(r, validate=False) for r in resources]
     chunk = max(1, -(-len(resources) // processes))
     try:
-        parts = pool.map(
+        parts = pool.map_async(
             _prepare_chunk, [resources[i : i + chunk] for i in range(0, len(resources), chunk)]
-        )
+        ).get(timeout=POOL_TIMEOUT)
         return [item for part in parts for item in part]
     except Exception:
         global _pool_broken
         logger.warning("sync: preparation pool failed; preparing inline", exc_info=True)
         _pool_broken = True
         return [prepare_one(r, validate=False) for r in resources]
+
+
+def pool_close() -> None:
+    """Stop the preparation pool (a worker's shutdown; the benchmark, to account for it)."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.close()
+            _pool.join()
+            _pool = None
