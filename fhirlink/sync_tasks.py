@@ -38,7 +38,7 @@ def sync_connection(connection_id: str, trigger: str = "connect") -> str:
 
 @shared_task(name="fhirlink.sync_resume_stale", soft_time_limit=120, time_limit=180)
 def sync_resume_stale() -> int:
-    from fhirlink.services.sync.engine import sync_resume_stale as stale
+    from fhirlink.services.sync.runs import sync_resume_stale as stale
 
     ids = stale()
     for connection_id in ids:

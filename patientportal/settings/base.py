@@ -559,9 +559,7 @@ FHIRLINK_RECORDS_CERNER_CODE_MAP: dict[str, str] = env.dict(
     "FHIRLINK_RECORDS_CERNER_CODE_MAP", default={}
 )
 # Revoking the ehr_sync consent stops running syncs at their next page.
-CONSENT_REVOCATION_HANDLERS["ehr_sync"].append(
-    "fhirlink.services.sync.engine.sync_stop_for_patient"
-)
+CONSENT_REVOCATION_HANDLERS["ehr_sync"].append("fhirlink.services.sync.runs.sync_stop_for_patient")
 
 # --- Engagement (engagement) ---------------------------------------------------------------------
 ENGAGEMENT_APP_NAME: str = env.str("ENGAGEMENT_APP_NAME", default="Patient Portal")

@@ -19,7 +19,7 @@ from fhirlink.models import (
     SyncRunStatus,
     SyncWatermark,
 )
-from fhirlink.services.sync.engine import sync_request
+from fhirlink.services.sync.runs import sync_request
 from fhirlink.sync_tasks import sync_resume_stale
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_revoke

@@ -15,6 +15,10 @@ is its next link after the last stored page, so a killed worker's run resumes wh
 Never two runs of one connection at once: a partial unique constraint allows one queued/running
 run per connection, and the executing worker holds a lease renewed after every page (a dead
 worker's run is taken over when its lease expires).
+
+Starting and claiming runs live in `runs.py`; the referenced resources and attachments fetched
+after the streams in `extras.py`; counts, watermarks and the access-log entry at the end of a
+run in `finish.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from django.db import IntegrityError, close_old_connections, reset_queries, transaction
+from django.db import close_old_connections, reset_queries, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -49,8 +53,6 @@ from fhirlink.fhir_client import (
 )
 from fhirlink.models import (
     Connection,
-    ConnectionStatus,
-    SyncedResource,
     SyncQuarantine,
     SyncRun,
     SyncRunStatus,
@@ -58,15 +60,16 @@ from fhirlink.models import (
     SyncTrigger,
     SyncWatermark,
 )
-from fhirlink.models.sync import ACTIVE_RUN_STATUSES, StreamMode, StreamStatus
+from fhirlink.models.sync import StreamMode, StreamStatus
 from fhirlink.services.sync import plan
+from fhirlink.services.sync.extras import ExtrasMixin
+from fhirlink.services.sync.finish import FinishMixin
 from fhirlink.services.sync.prepare import prepare_many
+from fhirlink.services.sync.runs import USABLE, StopRun, sync_claim
 from fhirlink.services.sync.store import (
     fhir_datetime,
     referenced_ids,
-    resource_payload,
     resource_upsert_page,
-    resources_tombstone,
 )
 from fhirlink.services.tokens import connection_access_token, connection_refresh
 from patientportal.consent.models import Purpose
@@ -74,89 +77,7 @@ from patientportal.consent.services import consent_is_granted
 
 logger = logging.getLogger(__name__)
 
-USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
 S = plan.setting
-
-
-# --- Starting and claiming runs ------------------------------------------------------------------
-
-
-def sync_request(*, connection_id: Any, trigger: str = SyncTrigger.PATIENT) -> SyncRun | None:
-    """Queue a sync of the connection (after commit, the task runs it). Returns the queued run,
-    or the already active one (a second request never starts a second sync)."""
-    from fhirlink.sync_tasks import sync_connection
-
-    active = SyncRun.objects.filter(connection_id=connection_id, status__in=ACTIVE_RUN_STATUSES)
-    existing = active.first()
-    if existing is not None:
-        return existing
-    try:
-        with transaction.atomic():
-            run = SyncRun.objects.create(connection_id=connection_id, trigger=trigger)
-    except IntegrityError:
-        return active.first()
-    cid = str(connection_id)
-    transaction.on_commit(lambda: sync_connection.apply_async(args=(cid,)))
-    return run
-
-
-def _usable_or_reason(connection: Connection) -> str:
-    if connection.status not in USABLE:
-        return f"connection_{connection.status}"
-    if not consent_is_granted(patient=connection.patient_id, purpose=Purpose.EHR_SYNC):
-        return "no_consent"
-    return ""
-
-
-def sync_claim(
-    *, connection_id: Any, owner: str, trigger: str = SyncTrigger.CONNECT
-) -> SyncRun | str:
-    """Claim the connection's active run (creating one if none), or say why not."""
-    now = timezone.now()
-    lease = timedelta(seconds=int(S("FHIRLINK_SYNC_LEASE_SECONDS", 60)))
-    with transaction.atomic():
-        connection = Connection.objects.select_for_update().filter(pk=connection_id).first()
-        if connection is None:
-            return "connection_not_found"
-        reason = _usable_or_reason(connection)
-        if reason:
-            SyncRun.objects.filter(connection=connection, status=SyncRunStatus.QUEUED).update(
-                status=SyncRunStatus.FAILED, finished_at=now, errors=[{"code": reason}]
-            )
-            return reason
-        run = (
-            SyncRun.objects.select_for_update(skip_locked=True)
-            .filter(connection=connection, status__in=ACTIVE_RUN_STATUSES)
-            .first()
-        )
-        if run is None:
-            if SyncRun.objects.filter(
-                connection=connection, status__in=ACTIVE_RUN_STATUSES
-            ).exists():
-                return "already_running"
-            try:
-                with transaction.atomic():
-                    run = SyncRun.objects.create(connection=connection, trigger=trigger)
-            except IntegrityError:
-                return "already_running"
-        if run.status == SyncRunStatus.RUNNING and run.lease_until and run.lease_until > now:
-            return "already_running"
-        if run.attempts >= int(S("FHIRLINK_SYNC_MAX_ATTEMPTS", 5)):
-            run.status = SyncRunStatus.FAILED
-            run.finished_at = now
-            run.errors = [*run.errors, {"code": "too_many_attempts"}]
-            run.save(update_fields=["status", "finished_at", "errors"])
-            return "too_many_attempts"
-        run.status = SyncRunStatus.RUNNING
-        run.lease_owner = owner
-        run.lease_until = now + lease
-        run.attempts += 1
-        run.started_at = run.started_at or now
-        run.save(update_fields=["status", "lease_owner", "lease_until", "attempts", "started_at"])
-        # The connection's status stays `active` while it syncs: progress is `sync` in the
-        # connections API (hooks.sync_progress). A `syncing` status left by an older version is
-        # put back to `active` when the run finishes.
-    return run
 
 
 def sync_connection_run(*, connection_id: Any, trigger: str = SyncTrigger.CONNECT) -> str:
@@ -167,38 +88,6 @@ def sync_connection_run(*, connection_id: Any, trigger: str = SyncTrigger.CONNEC
         logger.info("connection %s: sync not started (%s)", connection_id, claimed)
         return claimed
     return SyncExecution(run=claimed, owner=owner).execute()
-
-
-def sync_stop_for_patient(*, patient_id: Any) -> int:
-    """CONSENT_REVOCATION_HANDLERS["ehr_sync"]: running syncs stop at their next page."""
-    return SyncRun.objects.filter(
-        connection__patient_id=patient_id, status__in=ACTIVE_RUN_STATUSES
-    ).update(cancel_requested=True)
-
-
-def sync_resume_stale() -> list[str]:
-    """Connections whose running run lost its worker (lease expired): to be re-enqueued."""
-    now = timezone.now()
-    return [
-        str(c)
-        for c in SyncRun.objects.filter(
-            status=SyncRunStatus.RUNNING, lease_until__lt=now
-        ).values_list("connection_id", flat=True)
-    ] + [
-        str(c)
-        for c in SyncRun.objects.filter(
-            status=SyncRunStatus.QUEUED, created_at__lt=now - timedelta(minutes=10)
-        ).values_list("connection_id", flat=True)
-    ]
-
-
-# --- Execution -----------------------------------------------------------------------------------
-
-
-class StopRun(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 @dataclass
@@ -212,7 +101,7 @@ class _Msg:
 
 
 @dataclass
-class SyncExecution:
+class SyncExecution(ExtrasMixin, FinishMixin):
     run: SyncRun
     owner: str
     stop: threading.Event = field(default_factory=threading.Event)
@@ -702,220 +591,6 @@ class SyncExecution:
         if stream.status != StreamStatus.DONE:
             stream.status = StreamStatus.DONE
             stream.save(update_fields=["status"])
-
-    # -- referenced resources and attachments --
-
-    def _fetch_extras(self) -> None:
-        jobs: list[tuple[str, str, str]] = []  # (kind, type, id-or-url)
-        supported = set(
-            (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
-        )
-        refs = [tuple(r.split("/", 1)) for r in SyncRun.objects.get(pk=self.run.pk).references]
-        if refs:
-            have = set(
-                SyncedResource.objects.filter(
-                    connection=self.connection, is_reference=True
-                ).values_list("resource_type", "fhir_id")
-            )
-            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
-        if "DocumentReference" in self.run.resource_types and "Binary" in (
-            self.connection.granted_resources or []
-        ):
-            jobs += [("binary", "Binary", url) for url in self._binary_urls()]
-        if not jobs:
-            return
-        concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
-
-        def fetch(
-            job: tuple[str, str, str],
-        ) -> tuple[tuple[str, str, str], dict[str, Any] | None, str]:
-            try:
-                if job[0] == "ref":
-                    return job, self.client.read_retrying(job[1], job[2], retries=retries), ""
-                return job, self.client.binary_retrying(job[2], retries=retries), ""
-            except (http.EhrHttpError, FhirPageError, LimitExceeded, Cancelled) as exc:
-                code = getattr(exc, "code", "") or (
-                    f"http_{exc.status}" if isinstance(exc, http.EhrHttpError) else "error"
-                )
-                return job, None, str(code)
-            except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
-                return job, None, exc.code
-            finally:
-                close_old_connections()
-
-        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
-        retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-extra") as pool:
-            for job, data, error in pool.map(fetch, jobs):
-                if error:
-                    if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
-                        self.stop.set()  # the remaining jobs stop before their next request
-                        raise StopRun(error)
-                    self._add_error(job[1], error)
-                    continue
-                assert data is not None
-                if job[0] == "binary" and len(str(data.get("data", ""))) * 3 // 4 > max_binary:
-                    self._add_error("Binary", "binary_too_large")
-                    continue
-                self._check_still_ours()
-                resource_upsert_page(
-                    connection=self.connection,
-                    resources=[data],
-                    source_base_url=self.base,
-                    sync_run_id=self.run.pk,
-                    is_reference=job[0] == "ref",
-                )
-
-    def _binary_urls(self) -> list[str]:
-        allowed = set(S("FHIRLINK_SYNC_BINARY_CONTENT_TYPES", []))
-        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
-        have = set(
-            SyncedResource.objects.filter(
-                connection=self.connection, resource_type="Binary"
-            ).values_list("fhir_id", flat=True)
-        )
-        base = self.base.rstrip("/") + "/Binary/"
-        urls: list[str] = []
-        rows = SyncedResource.objects.filter(
-            connection=self.connection, resource_type="DocumentReference", deleted_at__isnull=True
-        )
-        try:
-            cipher = vault.patient_cipher(patient_id=self.connection.patient_id, create=False)
-        except vault.KeyDestroyed:
-            return []
-        for row in rows.iterator(chunk_size=200):
-            for content in resource_payload(row, cipher=cipher).get("content") or []:
-                attachment = content.get("attachment") if isinstance(content, dict) else None
-                if not isinstance(attachment, dict):
-                    continue
-                url = str(attachment.get("url") or "")
-                if not url.startswith(base):  # only this server's Binary (never another host)
-                    continue
-                if url[len(base) :] in have:
-                    continue
-                if allowed and str(attachment.get("contentType", "")).split(";")[0] not in allowed:
-                    continue
-                size = attachment.get("size")
-                if isinstance(size, int) and size > max_binary:
-                    continue
-                urls.append(url)
-        return sorted(set(urls))
-
-    # -- finishing --
-
-    def _finish(self, fatal: str = "") -> str:
-        now = timezone.now()
-        run = SyncRun.objects.get(pk=self.run.pk)
-        streams = list(run.streams.all())
-        counts: dict[str, dict[str, int]] = {}
-        by_type: dict[str, list[SyncStream]] = {}
-        for s in streams:
-            by_type.setdefault(s.resource_type, []).append(s)
-            c = counts.setdefault(
-                s.resource_type,
-                dict.fromkeys(
-                    ("fetched", "created", "updated", "unchanged", "tombstoned", "invalid"), 0
-                ),
-            )
-            for name in ("fetched", "created", "updated", "unchanged", "invalid"):
-                c[name] += getattr(s, name)
-        completed_types: list[str] = []
-        if not fatal:
-            for rtype, group in by_type.items():
-                if all(s.status == StreamStatus.DONE for s in group):
-                    completed_types.append(rtype)
-                    full = all(s.mode == StreamMode.FULL for s in group)
-                    if full and rtype not in plan.READ_TYPES:
-                        # A pass split into date windows cannot see undated resources: it
-                        # must not tombstone them (they stay until the server is asked without
-                        # a date filter).
-                        windowed = any("date" in (s.params or {}) for s in group)
-                        counts[rtype]["tombstoned"] = resources_tombstone(
-                            connection=self.connection,
-                            resource_type=rtype,
-                            sync_run_id=run.pk,
-                            keep_undated=windowed,
-                        )
-                    self._watermark(rtype, group, full=full, now=now)
-        failed = fatal or any(s.status != StreamStatus.DONE for s in streams)
-        if fatal:
-            run.errors = [*run.errors, {"code": fatal}][-100:]
-        stored_anything = any(c["fetched"] for c in counts.values())
-        if not failed:
-            # Quarantined pages that a retry replaced lost nothing; any other error is partial.
-            lasting = [e for e in run.errors if not e.get("quarantined")]
-            status = SyncRunStatus.PARTIAL if lasting else SyncRunStatus.SUCCEEDED
-        else:
-            status = (
-                SyncRunStatus.PARTIAL
-                if stored_anything or completed_types
-                else SyncRunStatus.FAILED
-            )
-        run.status = status
-        run.counts = counts
-        run.finished_at = now
-        run.lease_until = None
-        run.requests = getattr(getattr(self, "client", None), "requests_made", run.requests)
-        run.duration_ms = int((time.monotonic() - self.started) * 1000)
-        run.save(
-            update_fields=[
-                "status",
-                "counts",
-                "finished_at",
-                "lease_until",
-                "errors",
-                "requests",
-                "duration_ms",
-            ]
-        )
-        updates: dict[str, Any] = {}
-        if status != SyncRunStatus.FAILED:
-            updates["last_synced_at"] = now
-        Connection.objects.filter(pk=self.connection.pk, status=ConnectionStatus.SYNCING).update(
-            status=ConnectionStatus.ACTIVE, **updates
-        )
-        if updates:
-            Connection.objects.filter(pk=self.connection.pk).update(**updates)
-        self._access_log(run, counts)
-        logger.info("connection %s: sync run %s %s", self.connection.pk, run.pk, status)
-        return str(status)
-
-    def _watermark(self, rtype: str, group: list[SyncStream], *, full: bool, now: datetime) -> None:
-        candidates = [s.watermark_candidate for s in group if s.watermark_candidate]
-        overlap = timedelta(seconds=int(S("FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS", 600)))
-        since = (min(candidates) - overlap) if candidates else None
-        defaults: dict[str, Any] = {}
-        if since is not None:
-            defaults["since"] = since
-        if full:
-            defaults["last_full_at"] = now
-        if defaults:
-            SyncWatermark.objects.update_or_create(
-                connection=self.connection, resource_type=rtype, defaults=defaults
-            )
-
-    def _access_log(self, run: SyncRun, counts: dict[str, dict[str, int]]) -> None:
-        from patientportal.accesslog.models import AccessAction, ActorKind, Outcome
-        from patientportal.accesslog.services import access_log_record
-
-        try:
-            access_log_record(
-                actor_kind=ActorKind.SYSTEM,
-                actor_label="fhirlink.sync_connection",
-                action=AccessAction.SYNC_WRITE,
-                patient=self.connection.patient_id,
-                purpose=Purpose.EHR_SYNC,
-                outcome=Outcome.SUCCESS if run.status != SyncRunStatus.FAILED else Outcome.ERROR,
-                query={
-                    "sync_run": str(run.pk),
-                    "status": str(run.status),
-                    "resource_types": sorted(counts),
-                    "written": sum(c["created"] + c["updated"] for c in counts.values()),
-                    "tombstoned": sum(c["tombstoned"] for c in counts.values()),
-                },
-            )
-        except Exception:
-            logger.exception("sync run %s: access log entry failed", run.pk)
 
 
 def _server_time(date_header: str) -> datetime:

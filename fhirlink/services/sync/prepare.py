@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -221,6 +222,7 @@ def _prepare_chunk(resources: list[dict[str, Any]]) -> list[Prepared]:
 
 _pool: Any = None  # a billiard Pool
 _pool_size = 0
+_pool_pid = 0  # the process that started `_pool` (a forked child must start its own)
 _pool_broken = False
 _pool_lock = threading.Lock()
 POOL_TIMEOUT = 120  # seconds for one page's preparation before giving up on the pool
@@ -232,10 +234,12 @@ def _get_pool(size: int) -> Any:
     billiard (Celery's multiprocessing fork) rather than `concurrent.futures`: a prefork
     worker's children are daemonic, and the standard library refuses to let them start
     processes; billiard does not. Pool processes are spawned and import only this module."""
-    global _pool, _pool_size, _pool_broken
+    global _pool, _pool_size, _pool_pid, _pool_broken
     if size <= 0 or _pool_broken:
         return None
     with _pool_lock:
+        if _pool is not None and _pool_pid != os.getpid():
+            _pool = None  # inherited through fork: its processes and threads are the parent's
         if _pool is None or _pool_size != size:
             try:
                 import billiard
@@ -243,7 +247,7 @@ def _get_pool(size: int) -> Any:
                 if _pool is not None:
                     _pool.terminate()
                 _pool = billiard.get_context("spawn").Pool(processes=size)
-                _pool_size = size
+                _pool_size, _pool_pid = size, os.getpid()
             except (AssertionError, OSError, ValueError, ImportError):
                 logger.warning("sync: no preparation process pool; preparing inline")
                 _pool, _pool_broken = None, True
@@ -276,7 +280,7 @@ def pool_close() -> None:
     """Stop the preparation pool (a worker's shutdown; the benchmark, to account for it)."""
     global _pool
     with _pool_lock:
-        if _pool is not None:
+        if _pool is not None and _pool_pid == os.getpid():
             _pool.close()
             _pool.join()
-            _pool = None
+        _pool = None

@@ -1,0 +1,146 @@
+"""After the streams: referenced resources (Practitioner, Organization, Location, Medication;
+fetched once per connection) and DocumentReference attachments (Binary, within the size and
+content-type limits), fetched concurrently and stored like any page."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from django.db import close_old_connections
+
+from fhirlink import http, vault
+from fhirlink.exceptions import ConnectionGone, ConnectionNotFound, ReauthRequired
+from fhirlink.fhir_client import (
+    Cancelled,
+    FhirClient,
+    FhirPageError,
+    LimitExceeded,
+)
+from fhirlink.models import (
+    Connection,
+    SyncedResource,
+    SyncRun,
+)
+from fhirlink.services.sync import plan
+from fhirlink.services.sync.runs import StopRun
+from fhirlink.services.sync.store import (
+    resource_payload,
+    resource_upsert_page,
+)
+
+logger = logging.getLogger(__name__)
+
+S = plan.setting
+
+
+class ExtrasMixin:
+    run: SyncRun
+    connection: Connection
+    client: FhirClient
+    base: str
+    stop: threading.Event
+
+    if TYPE_CHECKING:
+
+        def _check_still_ours(self) -> None: ...
+
+        def _add_error(self, resource_type: str, code: str, **extra: Any) -> None: ...
+
+    def _fetch_extras(self) -> None:
+        jobs: list[tuple[str, str, str]] = []  # (kind, type, id-or-url)
+        supported = set(
+            (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
+        )
+        refs = [tuple(r.split("/", 1)) for r in SyncRun.objects.get(pk=self.run.pk).references]
+        if refs:
+            have = set(
+                SyncedResource.objects.filter(
+                    connection=self.connection, is_reference=True
+                ).values_list("resource_type", "fhir_id")
+            )
+            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
+        if "DocumentReference" in self.run.resource_types and "Binary" in (
+            self.connection.granted_resources or []
+        ):
+            jobs += [("binary", "Binary", url) for url in self._binary_urls()]
+        if not jobs:
+            return
+        concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
+
+        def fetch(
+            job: tuple[str, str, str],
+        ) -> tuple[tuple[str, str, str], dict[str, Any] | None, str]:
+            try:
+                if job[0] == "ref":
+                    return job, self.client.read_retrying(job[1], job[2], retries=retries), ""
+                return job, self.client.binary_retrying(job[2], retries=retries), ""
+            except (http.EhrHttpError, FhirPageError, LimitExceeded, Cancelled) as exc:
+                code = getattr(exc, "code", "") or (
+                    f"http_{exc.status}" if isinstance(exc, http.EhrHttpError) else "error"
+                )
+                return job, None, str(code)
+            except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+                return job, None, exc.code
+            finally:
+                close_old_connections()
+
+        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
+        retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-extra") as pool:
+            for job, data, error in pool.map(fetch, jobs):
+                if error:
+                    if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
+                        self.stop.set()  # the remaining jobs stop before their next request
+                        raise StopRun(error)
+                    self._add_error(job[1], error)
+                    continue
+                assert data is not None
+                if job[0] == "binary" and len(str(data.get("data", ""))) * 3 // 4 > max_binary:
+                    self._add_error("Binary", "binary_too_large")
+                    continue
+                self._check_still_ours()
+                resource_upsert_page(
+                    connection=self.connection,
+                    resources=[data],
+                    source_base_url=self.base,
+                    sync_run_id=self.run.pk,
+                    is_reference=job[0] == "ref",
+                )
+
+    def _binary_urls(self) -> list[str]:
+        allowed = set(S("FHIRLINK_SYNC_BINARY_CONTENT_TYPES", []))
+        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
+        have = set(
+            SyncedResource.objects.filter(
+                connection=self.connection, resource_type="Binary"
+            ).values_list("fhir_id", flat=True)
+        )
+        base = self.base.rstrip("/") + "/Binary/"
+        urls: list[str] = []
+        rows = SyncedResource.objects.filter(
+            connection=self.connection, resource_type="DocumentReference", deleted_at__isnull=True
+        )
+        try:
+            cipher = vault.patient_cipher(patient_id=self.connection.patient_id, create=False)
+        except vault.KeyDestroyed:
+            return []
+        for row in rows.iterator(chunk_size=200):
+            for content in resource_payload(row, cipher=cipher).get("content") or []:
+                attachment = content.get("attachment") if isinstance(content, dict) else None
+                if not isinstance(attachment, dict):
+                    continue
+                url = str(attachment.get("url") or "")
+                if not url.startswith(base):  # only this server's Binary (never another host)
+                    continue
+                if url[len(base) :] in have:
+                    continue
+                if allowed and str(attachment.get("contentType", "")).split(";")[0] not in allowed:
+                    continue
+                size = attachment.get("size")
+                if isinstance(size, int) and size > max_binary:
+                    continue
+                urls.append(url)
+        return sorted(set(urls))

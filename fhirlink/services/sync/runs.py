@@ -1,0 +1,137 @@
+"""Starting, claiming and stopping sync runs: at most one active run per connection."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from fhirlink.models import (
+    Connection,
+    ConnectionStatus,
+    SyncRun,
+    SyncRunStatus,
+    SyncTrigger,
+)
+from fhirlink.models.sync import ACTIVE_RUN_STATUSES
+from fhirlink.services.sync import plan
+from patientportal.consent.models import Purpose
+from patientportal.consent.services import consent_is_granted
+
+logger = logging.getLogger(__name__)
+
+S = plan.setting
+
+USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
+
+
+class StopRun(Exception):
+    """Ends a run early with a code (cancelled, consent revoked, needs reauth, ...)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def sync_request(*, connection_id: Any, trigger: str = SyncTrigger.PATIENT) -> SyncRun | None:
+    """Queue a sync of the connection (after commit, the task runs it). Returns the queued run,
+    or the already active one (a second request never starts a second sync)."""
+    from fhirlink.sync_tasks import sync_connection
+
+    active = SyncRun.objects.filter(connection_id=connection_id, status__in=ACTIVE_RUN_STATUSES)
+    existing = active.first()
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            run = SyncRun.objects.create(connection_id=connection_id, trigger=trigger)
+    except IntegrityError:
+        return active.first()
+    cid = str(connection_id)
+    transaction.on_commit(lambda: sync_connection.apply_async(args=(cid,)))
+    return run
+
+
+def _usable_or_reason(connection: Connection) -> str:
+    if connection.status not in USABLE:
+        return f"connection_{connection.status}"
+    if not consent_is_granted(patient=connection.patient_id, purpose=Purpose.EHR_SYNC):
+        return "no_consent"
+    return ""
+
+
+def sync_claim(
+    *, connection_id: Any, owner: str, trigger: str = SyncTrigger.CONNECT
+) -> SyncRun | str:
+    """Claim the connection's active run (creating one if none), or say why not."""
+    now = timezone.now()
+    lease = timedelta(seconds=int(S("FHIRLINK_SYNC_LEASE_SECONDS", 60)))
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update().filter(pk=connection_id).first()
+        if connection is None:
+            return "connection_not_found"
+        reason = _usable_or_reason(connection)
+        if reason:
+            SyncRun.objects.filter(connection=connection, status=SyncRunStatus.QUEUED).update(
+                status=SyncRunStatus.FAILED, finished_at=now, errors=[{"code": reason}]
+            )
+            return reason
+        run = (
+            SyncRun.objects.select_for_update(skip_locked=True)
+            .filter(connection=connection, status__in=ACTIVE_RUN_STATUSES)
+            .first()
+        )
+        if run is None:
+            if SyncRun.objects.filter(
+                connection=connection, status__in=ACTIVE_RUN_STATUSES
+            ).exists():
+                return "already_running"
+            try:
+                with transaction.atomic():
+                    run = SyncRun.objects.create(connection=connection, trigger=trigger)
+            except IntegrityError:
+                return "already_running"
+        if run.status == SyncRunStatus.RUNNING and run.lease_until and run.lease_until > now:
+            return "already_running"
+        if run.attempts >= int(S("FHIRLINK_SYNC_MAX_ATTEMPTS", 5)):
+            run.status = SyncRunStatus.FAILED
+            run.finished_at = now
+            run.errors = [*run.errors, {"code": "too_many_attempts"}]
+            run.save(update_fields=["status", "finished_at", "errors"])
+            return "too_many_attempts"
+        run.status = SyncRunStatus.RUNNING
+        run.lease_owner = owner
+        run.lease_until = now + lease
+        run.attempts += 1
+        run.started_at = run.started_at or now
+        run.save(update_fields=["status", "lease_owner", "lease_until", "attempts", "started_at"])
+        # The connection's status stays `active` while it syncs: progress is `sync` in the
+        # connections API (hooks.sync_progress). A `syncing` status left by an older version is
+        # put back to `active` when the run finishes.
+    return run
+
+
+def sync_stop_for_patient(*, patient_id: Any) -> int:
+    """CONSENT_REVOCATION_HANDLERS["ehr_sync"]: running syncs stop at their next page."""
+    return SyncRun.objects.filter(
+        connection__patient_id=patient_id, status__in=ACTIVE_RUN_STATUSES
+    ).update(cancel_requested=True)
+
+
+def sync_resume_stale() -> list[str]:
+    """Connections whose running run lost its worker (lease expired): to be re-enqueued."""
+    now = timezone.now()
+    return [
+        str(c)
+        for c in SyncRun.objects.filter(
+            status=SyncRunStatus.RUNNING, lease_until__lt=now
+        ).values_list("connection_id", flat=True)
+    ] + [
+        str(c)
+        for c in SyncRun.objects.filter(
+            status=SyncRunStatus.QUEUED, created_at__lt=now - timedelta(minutes=10)
+        ).values_list("connection_id", flat=True)
+    ]
