@@ -1,10 +1,17 @@
 """After the streams: referenced resources (Practitioner, Organization, Location, Medication;
 fetched once per connection) and DocumentReference attachments (Binary, within the size and
-content-type limits), fetched concurrently and stored like any page."""
+content-type limits), fetched concurrently and stored like any page.
+
+A Binary over `FHIRLINK_SYNC_MAX_BINARY_BYTES` (by its attachment's declared `size`, before any
+request, or by what was actually downloaded) is never stored: the run records a
+`binary_too_large` error naming the Binary and its DocumentReference by id (never a URL or
+content), so the run ends `partial` like any other item that could not be fetched; the
+DocumentReference itself is kept."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -35,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 S = plan.setting
 
+# A FHIR id (R4 `id`): what an error may name. Anything else taken from a URL is left out.
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+BINARY_TOO_LARGE = "binary_too_large"
+
 
 class ExtrasMixin:
     run: SyncRun
@@ -62,10 +73,12 @@ class ExtrasMixin:
                 ).values_list("resource_type", "fhir_id")
             )
             jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
+        documents: dict[str, str] = {}  # Binary URL -> the DocumentReference id naming it
         if "DocumentReference" in self.run.resource_types and "Binary" in (
             self.connection.granted_resources or []
         ):
-            jobs += [("binary", "Binary", url) for url in self._binary_urls()]
+            documents = self._binary_urls()
+            jobs += [("binary", "Binary", url) for url in sorted(documents)]
         if not jobs:
             return
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
@@ -95,12 +108,20 @@ class ExtrasMixin:
                     if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
                         self.stop.set()  # the remaining jobs stop before their next request
                         raise StopRun(error)
-                    self._add_error(job[1], error)
+                    if job[0] == "binary":
+                        self._add_error("Binary", error, **_binary_names(job[2], documents))
+                    else:
+                        self._add_error(job[1], error)
                     continue
                 assert data is not None
-                if job[0] == "binary" and len(str(data.get("data", ""))) * 3 // 4 > max_binary:
-                    self._add_error("Binary", "binary_too_large")
-                    continue
+                if job[0] == "binary":
+                    size = _base64_size(str(data.get("data", "")))
+                    if size > max_binary:
+                        # The server sent more than the bound (no declared size, or a wrong one).
+                        self._add_error(
+                            "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents)
+                        )
+                        continue
                 self._check_still_ours()
                 resource_upsert_page(
                     connection=self.connection,
@@ -110,7 +131,10 @@ class ExtrasMixin:
                     is_reference=job[0] == "ref",
                 )
 
-    def _binary_urls(self) -> list[str]:
+    def _binary_urls(self) -> dict[str, str]:
+        """The attachments to download: this server's Binary URLs not stored yet, of an allowed
+        content type, each with the id of a DocumentReference naming it. An attachment whose
+        declared size is over the bound is not downloaded: it is recorded as an error."""
         allowed = set(S("FHIRLINK_SYNC_BINARY_CONTENT_TYPES", []))
         max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
         have = set(
@@ -119,14 +143,15 @@ class ExtrasMixin:
             ).values_list("fhir_id", flat=True)
         )
         base = self.base.rstrip("/") + "/Binary/"
-        urls: list[str] = []
+        urls: dict[str, str] = {}
+        too_large: dict[str, tuple[str, int]] = {}  # URL -> (DocumentReference id, declared)
         rows = SyncedResource.objects.filter(
             connection=self.connection, resource_type="DocumentReference", deleted_at__isnull=True
-        )
+        ).order_by("fhir_id")
         try:
             cipher = vault.patient_cipher(patient_id=self.connection.patient_id, create=False)
         except vault.KeyDestroyed:
-            return []
+            return {}
         for row in rows.iterator(chunk_size=200):
             for content in resource_payload(row, cipher=cipher).get("content") or []:
                 attachment = content.get("attachment") if isinstance(content, dict) else None
@@ -141,6 +166,32 @@ class ExtrasMixin:
                     continue
                 size = attachment.get("size")
                 if isinstance(size, int) and size > max_binary:
+                    too_large.setdefault(url, (row.fhir_id, size))
                     continue
-                urls.append(url)
-        return sorted(set(urls))
+                urls.setdefault(url, row.fhir_id)
+        for url, (document, size) in sorted(too_large.items()):
+            if url in urls:
+                continue  # another attachment names it without the size: the download decides
+            self._add_error(
+                "Binary", BINARY_TOO_LARGE, **_binary_names(url, {url: document}), size=size
+            )
+        return urls
+
+
+def _base64_size(text: str) -> int:
+    """The decoded length of base64 `text` (whitespace ignored), without decoding it."""
+    compact = "".join(text.split())
+    return len(compact) * 3 // 4 - (len(compact) - len(compact.rstrip("=")))
+
+
+def _binary_names(url: str, documents: dict[str, str]) -> dict[str, str]:
+    """What an error about the Binary at `url` may say: its id and its DocumentReference's id
+    (FHIR ids only: never the URL, which may carry a query, nor anything from the content)."""
+    names: dict[str, str] = {}
+    binary_id = url.rpartition("/Binary/")[2]
+    if FHIR_ID.fullmatch(binary_id):
+        names["id"] = binary_id
+    document = documents.get(url, "")
+    if FHIR_ID.fullmatch(document):
+        names["document"] = f"DocumentReference/{document}"
+    return names
