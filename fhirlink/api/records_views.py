@@ -106,7 +106,7 @@ def _patient(request: Request) -> Any:
     return request.user.patient  # type: ignore[union-attr]
 
 
-def _etag(rows: Iterable[SyncedResource], *extra: Any) -> str:
+def _etag(rows: Iterable[SyncedResource | selectors.RecordRow], *extra: Any) -> str:
     digest = hashlib.sha256()
     for part in extra:
         digest.update(repr(part).encode())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhirlink.models import SyncedResource
+from fhirlink.records.selectors import RecordRow
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -76,7 +77,10 @@ def codings(concept: Any) -> list[dict[str, str]]:
 
 def preferred_coding(concept: Any) -> dict[str, str] | None:
     """LOINC, then any standard terminology, then the proprietary one."""
-    found = codings(concept)
+    return _preferred(codings(concept))
+
+
+def _preferred(found: list[dict[str, str]]) -> dict[str, str] | None:
     for c in found:
         if c["system"] == LOINC:
             return c
@@ -86,14 +90,16 @@ def preferred_coding(concept: Any) -> dict[str, str] | None:
     return found[0] if found else None
 
 
-def concept_text(concept: Any) -> str:
+def concept_text(concept: Any, found: list[dict[str, str]] | None = None) -> str:
+    """The concept's text, else its first coding display. `found`: its `codings`, when the
+    caller has them already."""
     if isinstance(concept, list):
         concept = concept[0] if concept else None
     if not isinstance(concept, dict):
         return ""
     if concept.get("text"):
         return str(concept["text"])
-    for c in codings(concept):
+    for c in codings(concept) if found is None else found:
         if c["display"]:
             return c["display"]
     return ""
@@ -149,10 +155,15 @@ def _human_name(resource: dict[str, Any]) -> str:
 
 
 def resource_display(resource: dict[str, Any]) -> str:
+    concept = resource_concept(resource)
+    return _display(resource, concept, codings(concept))
+
+
+def _display(resource: dict[str, Any], concept: Any, found: list[dict[str, str]]) -> str:
     rtype = resource.get("resourceType")
     if rtype in ("Patient", "Practitioner", "RelatedPerson"):
         return _human_name(resource)
-    text = concept_text(resource_concept(resource))
+    text = concept_text(concept, found)
     if text:
         return text
     if rtype == "DocumentReference":
@@ -319,14 +330,20 @@ def _status(resource: dict[str, Any]) -> str:
 
 
 def record_normalize(
-    row: SyncedResource,
+    row: SyncedResource | RecordRow,
     resource: dict[str, Any] | None,
     *,
     include_raw: bool = False,
 ) -> dict[str, Any]:
     """The friendly view of one row (`resource` is its decrypted payload; None when it cannot be
-    read, e.g. after a purge: the item is then flagged `unreadable`)."""
-    health_system = row.connection.health_system if row.connection_id else None
+    read, e.g. after a purge: the item is then flagged `unreadable`). `row` is a model row
+    (with `sources_attach`) or a `RecordRow` (a page's row, health system included)."""
+    if isinstance(row, RecordRow):
+        name, slug = row.health_system_name, row.health_system_slug
+    else:
+        health_system = row.connection.health_system if row.connection_id else None
+        name = health_system.name if health_system else ""
+        slug = health_system.slug if health_system else ""
     item: dict[str, Any] = {
         "id": row.pk,
         "resource_type": row.resource_type,
@@ -335,16 +352,16 @@ def record_normalize(
         "code": None,
         "codings": [],
         "category": row.category,
-        "status": row.status.strip(),
-        "date": row.effective_at.isoformat() if row.effective_at else None,
+        "status": "",
+        "date": None,
         "value": None,
         "unit": "",
         "value_text": None,
         "components": [],
         "source": {
             "connection": str(row.connection_id),
-            "health_system": health_system.name if health_system else "",
-            "health_system_slug": health_system.slug if health_system else "",
+            "health_system": name,
+            "health_system_slug": slug,
         },
         "last_updated": row.last_updated.isoformat() if row.last_updated else None,
         "flags": {
@@ -354,13 +371,19 @@ def record_normalize(
         },
     }
     if resource is None:
+        item["status"] = row.status.strip()
+        item["date"] = row.effective_at.isoformat() if row.effective_at else None
         return item
     concept = resource_concept(resource)
-    item["display"] = resource_display(resource)
-    item["code"] = preferred_coding(concept)
-    item["codings"] = codings(concept)
-    item["status"] = _status(resource) or item["status"]
-    item["date"] = resource_date(resource) or item["date"]
+    found = codings(concept)  # once: the display, the preferred code and the list share them
+    item["display"] = _display(resource, concept, found)
+    preferred = _preferred(found)
+    item["code"] = dict(preferred) if preferred else None  # its own dict, as `preferred_coding`
+    item["codings"] = found
+    item["status"] = _status(resource) or row.status.strip()
+    item["date"] = resource_date(resource) or (
+        row.effective_at.isoformat() if row.effective_at else None
+    )
     if row.resource_type == "Observation":
         value = _value(resource)
         item["value"], item["unit"], item["value_text"] = (

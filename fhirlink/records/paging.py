@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.core import signing
 from django.db.models import Q, QuerySet
 from django.utils.crypto import salted_hmac
 
 from fhirlink.models import SyncedResource
-from fhirlink.records.selectors import sources_attach
+from fhirlink.records.selectors import RecordRow, record_rows, sources_attach
 from patientportal.core.errors import ValidationFailed
 
 SALT = "fhirlink.records.cursor"
@@ -69,19 +69,22 @@ def _int(value: Any) -> int:
     return value
 
 
+RowT = TypeVar("RowT")
+
+
 @dataclass
-class Page:
-    rows: list[SyncedResource]
+class Page(Generic[RowT]):
+    rows: list[RowT]
     next_cursor: str | None
 
 
 def _ordered(
     qs: QuerySet[SyncedResource], order: tuple[str, ...], n: int, narrow: bool
-) -> list[SyncedResource]:
+) -> list[RecordRow]:
     if not narrow:
-        return list(qs.order_by(*order)[:n])
+        return record_rows(qs.order_by(*order)[:n])
     ids = list(qs.order_by(*order).values_list("id", flat=True)[:n])
-    by_id = qs.in_bulk(ids) if ids else {}
+    by_id = {row.pk: row for row in record_rows(qs.filter(pk__in=ids))} if ids else {}
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -93,14 +96,15 @@ def page_by_date_desc(
     cursor: str | None,
     size: int,
     narrow: bool = False,
-) -> Page:
+) -> Page[RecordRow]:
     """Newest clinical date first, undated last, then id (effective_at DESC NULLS LAST, id DESC).
 
     Two index-friendly steps instead of one NULLS LAST sort (which cannot use the
     (patient, resource_type, effective_at) index and sorts every row with its payload): dated
     rows newest first, then, only when the page is not full, undated rows by id. `narrow`: sort
     (id, date) pairs, then load the page by id, for queries no index orders (the timeline's
-    several types), so the database never sorts payloads."""
+    several types), so the database never sorts payloads. Rows are `RecordRow`s (the served
+    columns and the health system, one query per step; no model instances)."""
     eff: datetime | None = None
     last_id: int | None = None
     if cursor:
@@ -108,7 +112,7 @@ def page_by_date_desc(
         if len(raw) != 2:
             raise InvalidCursor()
         eff, last_id = _dt(raw[0]), _int(raw[1])
-    rows: list[SyncedResource] = []
+    rows: list[RecordRow] = []
     if cursor is None or eff is not None:
         dated = qs.filter(effective_at__isnull=False)
         if eff is not None:
@@ -129,7 +133,6 @@ def page_by_date_desc(
             patient_id=patient_id,
             position=[last.effective_at.isoformat() if last.effective_at else None, last.pk],
         )
-    sources_attach(rows)
     return Page(rows=rows, next_cursor=next_cursor)
 
 
@@ -159,7 +162,7 @@ def page_by_updated_asc(
     cursor: str | None,
     size: int,
     until: datetime,
-) -> tuple[Page, str]:
+) -> tuple[Page[SyncedResource], str]:
     """Oldest change first: (change time, id) ascending, up to `until`. Always returns a cursor
     to resume from (the position after the last row, or the unchanged position). Sorts narrow
     (id, time) pairs first, then loads the page's rows by id: two queries per page."""

@@ -14,13 +14,15 @@ import binascii
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, cast
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 
 from fhirlink import vault
 from fhirlink.models import SyncedResource
+from fhirlink.models.store import synced_payload_aad
 from fhirlink.services.sync.store import resource_payload
 
 # URL slug -> FHIR resource type served by the per-type list and detail endpoints.
@@ -65,18 +67,22 @@ def records_live(
     *, patient: Any, resource_type: str | Sequence[str] | None = None
 ) -> QuerySet[SyncedResource]:
     """The patient's current data: not deleted, not entered-in-error, not masked, not a
-    referenced Practitioner/Organization cached by the sync. No join: call `sources_attach` on
-    the rows you serve (one query for the patient's connections and health systems)."""
-    qs = (
-        SyncedResource.objects.live()
-        .filter(patient_id=_patient_pk(patient), is_reference=False, masked=False)
-        .exclude(status__startswith="entered-in-error")
-    )
+    referenced Practitioner/Organization cached by the sync. No join: read the rows you serve
+    with `record_rows` (which joins the health system), or call `sources_attach` on model rows
+    (one query for the patient's connections and health systems)."""
+    # One filter() call: every call clones the query, which costs more than the list's SQL.
+    by_type: dict[str, Any] = {}
     if isinstance(resource_type, str):
-        qs = qs.filter(resource_type=resource_type)
+        by_type["resource_type"] = resource_type
     elif resource_type is not None:
-        qs = qs.filter(resource_type__in=list(resource_type))
-    return qs
+        by_type["resource_type__in"] = list(resource_type)
+    return SyncedResource.objects.live().filter(
+        ~Q(status__startswith="entered-in-error"),
+        patient_id=_patient_pk(patient),
+        is_reference=False,
+        masked=False,
+        **by_type,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,89 @@ class RecordFilters:
     date_to: datetime | None = None
     connection: uuid.UUID | None = None
     health_system: str = ""
+
+
+class RecordRow(NamedTuple):
+    """A served row: the columns the friendly view, the ETag, the cursor and the access log
+    need, read with `values_list` (`record_rows`), so a page builds no model instances and
+    never loads the columns it does not serve. The health system comes from the same query."""
+
+    pk: int
+    connection_id: uuid.UUID
+    patient_id: uuid.UUID
+    resource_type: str
+    fhir_id: str
+    category: str
+    status: str
+    effective_at: datetime | None
+    last_updated: datetime | None
+    valid: bool
+    validation_error: str
+    payload: bytes
+    payload_digest: str
+    updated_at: datetime
+    health_system_name: str
+    health_system_slug: str
+
+    @property
+    def payload_aad(self) -> str:
+        return synced_payload_aad(self.connection_id, self.resource_type, self.fhir_id)
+
+
+def _text(field: str) -> Cast:
+    return Cast(field, output_field=TextField())
+
+
+# `RecordRow`'s columns in order. The health system is a join on two small tables (one memoised
+# index lookup per page), cheaper than a second query. The three date-times are read as text
+# and parsed with `datetime.fromisoformat` (C): Django's PostgreSQL loader for timestamptz is
+# pure Python and cost more per page than all the other columns together.
+RECORD_ROW_FIELDS: tuple[str | Cast, ...] = (
+    "id",
+    "connection_id",
+    "patient_id",
+    "resource_type",
+    "fhir_id",
+    "category",
+    "status",
+    _text("effective_at"),
+    _text("last_updated"),
+    "valid",
+    "validation_error",
+    "payload",
+    "payload_digest",
+    _text("updated_at"),
+    "connection__health_system__name",
+    "connection__health_system__slug",
+)
+
+
+# Where `RECORD_ROW_FIELDS` has the date-times read as text.
+_DATE_TIMES = tuple(
+    RecordRow._fields.index(name) for name in ("effective_at", "last_updated", "updated_at")
+)
+
+
+def _utc(value: str) -> datetime:
+    """A date-time column read as text (PostgreSQL: "2024-01-01 09:30:00.25+00"; SQLite: naive
+    UTC) -> the aware UTC datetime the ORM would have returned."""
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc_or_none(value: str | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def record_rows(qs: QuerySet[SyncedResource]) -> list[RecordRow]:
+    """The rows of `qs` (ordered and sliced by the caller) as `RecordRow`s, in one query."""
+    rows = []
+    for values in qs.values_list(*RECORD_ROW_FIELDS):
+        row = list(values)
+        for i in _DATE_TIMES:
+            row[i] = _utc_or_none(row[i])
+        rows.append(RecordRow(*row))
+    return rows
 
 
 def records_filter(
@@ -208,16 +297,18 @@ def sources_attach(rows: Sequence[SyncedResource]) -> Sequence[SyncedResource]:
 
 
 class PayloadReader:
-    """Decrypts payloads of one patient with one data-key fetch. A destroyed key (purge) reads
-    as None rather than failing the page."""
+    """Decrypts payloads of one patient with one data-key fetch (one cipher for every row the
+    reader opens: a page, a summary, an export batch). A destroyed key (purge) reads as None
+    rather than failing the page."""
 
     def __init__(self, patient: Any) -> None:
         self.patient_id = str(_patient_pk(patient))
+        self._patient_uuid = uuid.UUID(self.patient_id)
         self._cipher: vault.PatientCipher | None = None
         self._destroyed = False
 
-    def read(self, row: SyncedResource) -> dict[str, Any] | None:
-        if str(row.patient_id) != self.patient_id:  # defence in depth: never another patient's row
+    def read(self, row: SyncedResource | RecordRow) -> dict[str, Any] | None:
+        if row.patient_id != self._patient_uuid:  # defence in depth: never another patient's row
             raise ValueError("row of another patient")
         if self._destroyed:
             return None
@@ -228,11 +319,13 @@ class PayloadReader:
                 self._destroyed = True
                 return None
         try:
-            return resource_payload(row, cipher=self._cipher)
+            # The store's own reader (one place knows the payload format). With a cipher given
+            # it reads only `payload` and `payload_aad`, which a `RecordRow` has too.
+            return resource_payload(cast(SyncedResource, row), cipher=self._cipher)
         except vault.DecryptionFailed:
             return None
 
-    def read_many(self, rows: Iterable[SyncedResource]) -> list[dict[str, Any] | None]:
+    def read_many(self, rows: Iterable[SyncedResource | RecordRow]) -> list[dict[str, Any] | None]:
         return [self.read(row) for row in rows]
 
 

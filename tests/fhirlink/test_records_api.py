@@ -487,22 +487,26 @@ def test_scope_records_read_is_required(api_client_for, patient, chart):
 # --- Lists and details ---------------------------------------------------------------------------
 
 
+# The chart fixture's live Observations, newest clinical date first (the list's order).
+OBSERVATIONS_NEWEST_FIRST = [
+    "A-L-G2",
+    "A-VS-BP2",
+    "A-VS-W2",
+    "A-VS-T2",
+    "A-L-G1",
+    "A-VS-BP1",
+    "A-VS-W1",
+    "A-VS-T1",
+]
+
+
 def test_list_friendly_view_ordering_and_entered_in_error_hidden(client, chart):
     response = get(client, "fhirlink-records-list", record_type="observations")
     assert response.status_code == 200
     results = response.json()["results"]
     ids = [r["fhir_id"] for r in results]
     assert "A-L-EIE" not in ids
-    assert ids == [
-        "A-L-G2",
-        "A-VS-BP2",
-        "A-VS-W2",
-        "A-VS-T2",
-        "A-L-G1",
-        "A-VS-BP1",
-        "A-VS-W1",
-        "A-VS-T1",
-    ]
+    assert ids == OBSERVATIONS_NEWEST_FIRST
     temp = next(r for r in results if r["fhir_id"] == "A-VS-T1")
     assert temp["display"] == "Temperature Axillary"
     assert temp["code"] == {"system": LOINC, "code": "8328-7", "display": "Temperature Axillary"}
@@ -587,17 +591,7 @@ def test_cursor_pagination_is_stable_under_inserts(client, chart, patient):
         assert response.status_code == 200
         page = response.json()
         seen += [r["fhir_id"] for r in page["results"]]
-    assert seen == [
-        "A-L-G2",
-        "A-VS-BP2",
-        "A-VS-W2",
-        "A-VS-T2",
-        "A-L-G1",
-        "A-VS-BP1",
-        "A-VS-W1",
-        "A-VS-T1",
-        "A-NEW-OLD",
-    ]
+    assert seen == [*OBSERVATIONS_NEWEST_FIRST, "A-NEW-OLD"]
 
 
 def test_undated_records_come_last_and_page_through(client, patient):
@@ -635,6 +629,81 @@ def test_detail_friendly_fhir_and_raw(client, chart, patient):
         "fhirlink-records-detail", kwargs={"record_type": "conditions", "record_id": obs.pk}
     )
     assert client.get(wrong).status_code == 404
+
+
+def test_list_items_are_the_detail_view(client, chart, patient):
+    """A list page reads plain rows (`RecordRow`: values, the health system joined, date-times
+    parsed from text); the detail reads a model instance. Both give the same item, fractional
+    seconds and two health systems included."""
+    second = make_connection(patient, slug="second-health", name="Second Health")
+    undated = medication("S-M-UNDATED", "undated drug")
+    del undated["authoredOn"]
+    upsert(
+        second,
+        [
+            observation(
+                "S-VS-FRACTION",
+                loinc="8867-4",
+                display="Pulse",
+                value=61,
+                unit="/min",
+                when="2024-03-01T09:30:00.25Z",
+                meta={"versionId": "2", "lastUpdated": "2024-03-01T09:31:02.123456Z"},
+            ),
+            undated,
+        ],
+    )
+    fraction = row(patient, "S-VS-FRACTION")
+    assert fraction.effective_at is not None
+    assert fraction.effective_at.microsecond == 250000
+    assert fraction.last_updated is not None
+    assert fraction.last_updated.microsecond == 123456
+    compared = []
+    for record_type in ("observations", "medications", "conditions", "documents", "patients"):
+        listed = get(client, "fhirlink-records-list", {"page_size": 200}, record_type=record_type)
+        assert listed.status_code == 200
+        for item in listed.json()["results"]:
+            detail = get(
+                client, "fhirlink-records-detail", record_type=record_type, record_id=item["id"]
+            )
+            assert detail.json() == item
+            compared.append(item["fhir_id"])
+    assert compared == [
+        "S-VS-FRACTION",
+        *OBSERVATIONS_NEWEST_FIRST,
+        "A-M2",
+        "A-M1",
+        "S-M-UNDATED",
+        "A-C2",
+        "A-C1",
+        "A-D3",
+        "A-D2",
+        "A-D1",
+        "A-12724066",
+    ]
+    by_id = {
+        r["fhir_id"]: r
+        for r in get(
+            client, "fhirlink-records-list", {"page_size": 200}, record_type="observations"
+        ).json()["results"]
+    }
+    assert by_id["S-VS-FRACTION"]["last_updated"] == "2024-03-01T09:31:02.123456+00:00"
+    assert by_id["S-VS-FRACTION"]["source"] == {
+        "connection": str(second.pk),
+        "health_system": "Second Health",
+        "health_system_slug": "second-health",
+    }
+    assert by_id["A-VS-T1"]["source"]["health_system_slug"] == "test-health"
+    # Keyset paging through a fractional-second position neither skips nor repeats a row.
+    seen, cursor = [], None
+    while True:
+        params = {"page_size": 1, **({"cursor": cursor} if cursor else {})}
+        page = get(client, "fhirlink-records-list", params, record_type="observations").json()
+        seen += [r["fhir_id"] for r in page["results"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(by_id)
 
 
 def test_entered_in_error_detail_is_not_found(client, chart, patient):
@@ -1138,6 +1207,34 @@ def test_queries_do_not_grow_with_page_size(client, patient, name, kwargs, setti
         assert len(response.json()["results"]) == size
         counts[size] = len(ctx.captured_queries)
     assert counts[10] == counts[200]
+
+
+def test_list_reads_its_page_in_one_query(client, chart, patient):
+    """A page's rows and their health systems come from one query (no lookup of connections),
+    and its payloads are opened with one data-key fetch. (A page that the dated rows do not
+    fill takes a second query for the undated ones.)"""
+    second = make_connection(patient, slug="second-health", name="Second Health")
+    upsert(
+        second,
+        [
+            observation(
+                "S-1", loinc="8867-4", display="Pulse", value=61, unit="/min", when="2024-03-01"
+            )
+        ],
+    )
+    url = reverse("fhirlink-records-list", kwargs={"record_type": "observations"})
+    client.get(url)  # warm per-process caches
+    with CaptureQueriesContext(db_connection) as ctx:
+        response = client.get(url, {"page_size": 2})
+    assert response.status_code == 200
+    assert [(r["fhir_id"], r["source"]["health_system"]) for r in response.json()["results"]] == [
+        ("S-1", "Second Health"),
+        ("A-L-G2", "Test-Health Health"),
+    ]
+    sql = [q["sql"] for q in ctx.captured_queries]
+    assert len([q for q in sql if 'FROM "fhirlink_syncedresource"' in q]) == 1
+    assert not [q for q in sql if 'FROM "fhirlink_connection"' in q]
+    assert len([q for q in sql if 'FROM "fhirlink_patientdatakey"' in q]) == 1
 
 
 def test_list_query_budget(client, patient, django_assert_max_num_queries):

@@ -11,8 +11,10 @@ import pytest
 
 from fhirlink import hooks, vault
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
+from fhirlink.services.sync.prepare import canonical_json
 from fhirlink.services.sync.store import (
     columns_extract,
+    payload_loads,
     referenced_ids,
     resource_payload,
     resource_upsert_page,
@@ -367,3 +369,19 @@ def test_the_preparation_pool_starts_inside_a_prefork_workers_daemonic_child():
         assert out.get(timeout=60) == ["", "", ""]  # validated in the pool ("" = valid)
     finally:
         child.join(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Observation", "id": "1", "valueQuantity": {"value": 36.6}},
+        {"resourceType": "Observation", "id": "nan", "valueQuantity": {"value": float("inf")}},
+        {"resourceType": "Observation", "id": "big", "valueInteger": 2**80},
+        {"resourceType": "Observation", "id": "u", "note": [{"text": "Température 🩺 \u2028"}]},
+    ],
+    ids=["plain", "infinity", "big-int", "unicode"],
+)
+def test_payload_loads_reads_what_canonical_json_writes(resource):
+    """orjson first, `json` for what orjson refuses: the same dict as `json.loads` either way."""
+    canonical = canonical_json(resource)
+    assert payload_loads(canonical) == json.loads(canonical) == resource

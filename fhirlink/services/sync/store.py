@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import connection as db_connection
 from django.db import transaction
@@ -301,7 +302,18 @@ def resource_payload(
 ) -> dict[str, Any]:
     """The decrypted resource exactly as received. Raises vault.KeyDestroyed after a purge."""
     cipher = cipher or vault.patient_cipher(patient_id=row.patient_id, create=False)
-    data: dict[str, Any] = json.loads(cipher.decrypt(row.payload, aad=row.payload_aad))
+    return payload_loads(cipher.decrypt(row.payload, aad=row.payload_aad))
+
+
+def payload_loads(canonical: bytes) -> dict[str, Any]:
+    """Parse a stored payload: orjson (three times faster than `json`; every records page parses
+    its 50 to 200 payloads), else `json` for what `canonical_json` can write and orjson refuses
+    (NaN or Infinity from a hostile server, integers beyond 64 bits): the same
+    dict either way."""
+    try:
+        data: dict[str, Any] = orjson.loads(canonical)
+    except orjson.JSONDecodeError:
+        data = json.loads(canonical)
     return data
 
 
