@@ -115,7 +115,7 @@ class Page:
     server_date: str = ""
     # Filled by the fetch thread when the engine prepares pages off the writer thread.
     resources: list[dict[str, Any]] | None = None
-    prepared: list[Any] | None = None
+    preparing: Any = None  # the page's preparation under way (prepare.Preparing)
     refs: set[tuple[str, str]] | None = None
 
 

@@ -348,6 +348,29 @@ def test_the_preparation_pool_stores_what_inline_preparation_stores(connection, 
     assert sum(1 for row in pooled if row[6]) == 1
 
 
+def test_a_started_preparation_is_waited_for_by_whoever_stores_the_page(monkeypatch):
+    """`prepare_start` hands back at once (the fetch thread fetches on); `get()` gives what
+    `prepare_many` gives, and a pool that fails mid-page falls back to inline preparation."""
+    from fhirlink.services.sync import prepare
+
+    page = [obs(str(n), value=float(n)) for n in range(60)]
+    try:
+        started = [prepare.prepare_start(page, processes=2) for _ in range(3)]
+        assert [p.get() for p in started] == [prepare.prepare_many(page, processes=2)] * 3
+        assert started[0].get() is started[0].get()  # waited for once
+
+        class Broken:
+            def get(self, timeout: float) -> None:
+                raise TimeoutError
+
+        monkeypatch.setattr(prepare, "_pool_broken", False)
+        failed = prepare.Preparing(page, pending=Broken())
+        assert failed.get() == [prepare.prepare_one(r, validate=False) for r in page]
+        assert prepare._pool_broken  # later pages are prepared inline
+    finally:
+        prepare.pool_close()
+
+
 def _prepare_in_daemon(out: Any) -> None:
     from fhirlink.services.sync import prepare
 

@@ -255,25 +255,65 @@ def _get_pool(size: int) -> Any:
         return _pool
 
 
+class Preparing:
+    """A page's preparation, started by `prepare_start` (in the pool, or already done inline);
+    `get()` waits for it. The fetch thread starts it and goes on to fetch the next page; the
+    writer waits for it when it stores the page."""
+
+    def __init__(
+        self,
+        resources: list[dict[str, Any]],
+        *,
+        pending: Any = None,
+        done: list[Prepared] | None = None,
+    ) -> None:
+        self._resources = resources
+        self._pending = pending  # billiard AsyncResult of the chunks
+        self._done = done
+
+    def get(self) -> list[Prepared]:
+        if self._done is None:
+            try:
+                parts = self._pending.get(timeout=POOL_TIMEOUT)
+                self._done = [item for part in parts for item in part]
+            except Exception:
+                self._done = _pool_failed(self._resources)
+            self._pending = None
+        return self._done
+
+
+def _pool_failed(resources: list[dict[str, Any]]) -> list[Prepared]:
+    global _pool_broken
+    logger.warning("sync: preparation pool failed; preparing inline", exc_info=True)
+    _pool_broken = True
+    return [prepare_one(r, validate=False) for r in resources]
+
+
+def prepare_start(
+    resources: list[dict[str, Any]], *, processes: int = 0, min_batch: int = 50
+) -> Preparing:
+    """Start preparing `resources` (see `prepare_many`) without waiting: in the pool, the
+    chunks are validated while the caller goes on; inline (small pages, no pool), it is done
+    before this returns."""
+    pool = _get_pool(processes) if len(resources) >= min_batch else None
+    if pool is None:
+        return Preparing(resources, done=[prepare_one(r, validate=False) for r in resources])
+    chunk = max(1, -(-len(resources) // processes))
+    try:
+        pending = pool.map_async(
+            _prepare_chunk, [resources[i : i + chunk] for i in range(0, len(resources), chunk)]
+        )
+    except Exception:
+        return Preparing(resources, done=_pool_failed(resources))
+    return Preparing(resources, pending=pending)
+
+
 def prepare_many(
     resources: list[dict[str, Any]], *, processes: int = 0, min_batch: int = 50
 ) -> list[Prepared]:
     """Canonical JSON for every resource, and (pool only) columns and validation. Inline, the
     columns and validation are left to the caller for changed resources only."""
-    pool = _get_pool(processes) if len(resources) >= min_batch else None
-    if pool is None:
-        return [prepare_one(r, validate=False) for r in resources]
-    chunk = max(1, -(-len(resources) // processes))
-    try:
-        parts = pool.map_async(
-            _prepare_chunk, [resources[i : i + chunk] for i in range(0, len(resources), chunk)]
-        ).get(timeout=POOL_TIMEOUT)
-        return [item for part in parts for item in part]
-    except Exception:
-        global _pool_broken
-        logger.warning("sync: preparation pool failed; preparing inline", exc_info=True)
-        _pool_broken = True
-        return [prepare_one(r, validate=False) for r in resources]
+    return prepare_start(resources, processes=processes, min_batch=min_batch).get()
 
 
 def pool_close() -> None:
