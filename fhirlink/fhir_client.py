@@ -141,6 +141,10 @@ class FhirClient:
     token: str
     on_unauthorized: Callable[[], str] | None = None
     limiter: HealthSystemLimiter | None = None
+    # This process's share of the limiter: a thread waits here (woken at once when a request
+    # ends) before it asks the shared limiter (polled with backoff), so a run can keep more
+    # threads than requests in flight and a slot never idles while its thread parses a page.
+    gate: threading.BoundedSemaphore | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_page_bytes: int = 20 * 1024 * 1024
     max_binary_bytes: int = 10 * 1024 * 1024
@@ -158,7 +162,12 @@ class FhirClient:
             if self.cancelled():
                 raise Cancelled()
             generation = self._token_generation
-            slot = self.limiter.acquire(self.cancelled) if self.limiter else None
+            self._gate_enter()
+            try:
+                slot = self.limiter.acquire(self.cancelled) if self.limiter else None
+            except BaseException:
+                self._gate_exit()
+                raise
             try:
                 with self._lock:
                     self.requests_made += 1
@@ -180,7 +189,19 @@ class FhirClient:
             finally:
                 if slot is not None and self.limiter is not None:
                     self.limiter.release(slot)
+                self._gate_exit()
             self._sleep(wait)
+
+    def _gate_enter(self) -> None:
+        if self.gate is None:
+            return
+        while not self.gate.acquire(timeout=0.2):
+            if self.cancelled():
+                raise Cancelled()
+
+    def _gate_exit(self) -> None:
+        if self.gate is not None:
+            self.gate.release()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

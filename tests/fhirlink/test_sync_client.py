@@ -3,6 +3,7 @@ on 401, pages that are not FHIR, and the per-health-system concurrency limit."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -12,7 +13,13 @@ import pytest
 import responses
 
 from fhirlink import http
-from fhirlink.fhir_client import FhirClient, FhirPageError, HealthSystemLimiter, RetryPolicy
+from fhirlink.fhir_client import (
+    Cancelled,
+    FhirClient,
+    FhirPageError,
+    HealthSystemLimiter,
+    RetryPolicy,
+)
 
 BASE = "https://fhir.example.test/r4/t1"
 BUNDLE = {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": []}
@@ -97,3 +104,39 @@ def test_health_system_limiter_is_shared_and_bounded():
     assert got == [a]
     two.release(b)
     two.release(got[0])
+
+
+@responses.activate
+def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
+    """The engine runs more fetch threads than requests in flight; the client's gate keeps the
+    requests at its size (and a thread waiting at the gate stops when the run is cancelled)."""
+    url = f"{BASE}/Observation?patient=1"
+    lock = threading.Lock()
+    in_flight, peak = [0], [0]
+
+    def slow(request: Any) -> tuple[int, dict[str, str], str]:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(BUNDLE)
+
+    responses.add_callback(responses.GET, url, callback=slow)
+    c = client(gate=threading.BoundedSemaphore(2))
+    threads = [threading.Thread(target=lambda: [c.page(url) for _ in range(4)]) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(responses.calls) == 24
+    assert peak[0] == 2
+
+    stop = threading.Event()
+    blocked = client(gate=threading.BoundedSemaphore(1), cancelled=stop.is_set)
+    assert blocked.gate is not None
+    blocked.gate.acquire()  # every slot busy
+    stop.set()
+    with pytest.raises(Cancelled):
+        blocked.page(url)

@@ -127,13 +127,14 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             )
             return self._finish(fatal="token_unavailable")
         hs = self.connection.health_system
+        concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
         self.client = FhirClient(
             base_url=self.base,
             token=token,
             on_unauthorized=self._refresh_token,
             limiter=HealthSystemLimiter(
                 str(hs.pk),
-                concurrency=int(S("FHIRLINK_SYNC_CONCURRENCY", 4)),
+                concurrency=concurrency,
                 rate_per_second=int(S("FHIRLINK_SYNC_RATE_PER_SECOND", 50)),
                 # A slot outlives the longest request; a killed worker's slots free themselves.
                 lease=int(
@@ -149,6 +150,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             ),
             max_page_bytes=int(S("FHIRLINK_SYNC_MAX_PAGE_BYTES", 20 * 1024 * 1024)),
             max_binary_bytes=int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024)),
+            gate=threading.BoundedSemaphore(concurrency),
             cancelled=self.stop.is_set,
         )
         try:
@@ -323,6 +325,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
 
     def _run_streams(self) -> None:
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
+        threads = plan.fetch_threads(concurrency)
         pending: deque[SyncStream] = deque(
             self.run.streams.exclude(status__in=[StreamStatus.DONE, StreamStatus.FAILED]).order_by(
                 "id"
@@ -331,10 +334,10 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
         active: dict[int, SyncStream] = {}
         self.ended: set[int] = set()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-sync") as pool:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
             try:
                 while pending or active:
-                    while pending and len(active) < concurrency:
+                    while pending and len(active) < threads:
                         stream = pending.popleft()
                         active[stream.pk] = stream
                         pool.submit(self._fetch_stream, stream, out)

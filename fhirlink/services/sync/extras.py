@@ -102,7 +102,9 @@ class ExtrasMixin:
 
         max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
         retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fhir-extra") as pool:
+        with ThreadPoolExecutor(
+            max_workers=plan.fetch_threads(concurrency), thread_name_prefix="fhir-extra"
+        ) as pool:
             for job, data, error in pool.map(fetch, jobs):
                 if error:
                     if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:

@@ -119,3 +119,11 @@ def observation_windows(
         upper, upper_op = lower, "lt"
     windows.append(Window(key=f"w{count:02d}", dates=[f"lt{fhir_instant(upper)}"]))
     return windows
+
+
+def fetch_threads(concurrency: int) -> int:
+    """Fetch threads for `concurrency` requests in flight: half as many again, so that while a
+    thread parses its page or waits for the writer another one uses its request slot (the
+    client's gate keeps the requests in flight at `concurrency`). With exactly `concurrency`
+    threads, 3.5 of 4 slots were busy on average (measured with 150 ms of latency)."""
+    return concurrency + max(1, concurrency // 2)
