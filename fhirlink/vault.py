@@ -206,8 +206,7 @@ class PatientCipher:
         return "PatientCipher()"
 
     def encrypt(self, plaintext: bytes, *, aad: str = "") -> bytes:
-        nonce = os.urandom(_NONCE)
-        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, aad.encode())
+        return self.encrypt_many([(plaintext, aad)])[0]
 
     def encrypt_many(self, items: list[tuple[bytes, str]]) -> list[bytes]:
         """`encrypt` for a batch of (plaintext, aad): one read from the OS random source for

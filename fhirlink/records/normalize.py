@@ -352,8 +352,8 @@ def record_normalize(
         "code": None,
         "codings": [],
         "category": row.category,
-        "status": "",
-        "date": None,
+        "status": row.status.strip(),
+        "date": row.effective_at.isoformat() if row.effective_at else None,
         "value": None,
         "unit": "",
         "value_text": None,
@@ -371,8 +371,6 @@ def record_normalize(
         },
     }
     if resource is None:
-        item["status"] = row.status.strip()
-        item["date"] = row.effective_at.isoformat() if row.effective_at else None
         return item
     concept = resource_concept(resource)
     found = codings(concept)  # once: the display, the preferred code and the list share them
@@ -380,10 +378,8 @@ def record_normalize(
     preferred = _preferred(found)
     item["code"] = dict(preferred) if preferred else None  # its own dict, as `preferred_coding`
     item["codings"] = found
-    item["status"] = _status(resource) or row.status.strip()
-    item["date"] = resource_date(resource) or (
-        row.effective_at.isoformat() if row.effective_at else None
-    )
+    item["status"] = _status(resource) or item["status"]
+    item["date"] = resource_date(resource) or item["date"]
     if row.resource_type == "Observation":
         value = _value(resource)
         item["value"], item["unit"], item["value_text"] = (

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
 from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
@@ -23,6 +22,7 @@ from fhirlink.sandbox.fhir import data as sandbox_data
 from fhirlink.services.sync.engine import sync_connection_run
 from fhirlink.services.sync.store import resource_payload
 from fhirlink.services.tokens import connection_access_token
+from tests.fhirlink.test_sync_worker import assert_no_duplicates
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = [pytest.mark.integration]
@@ -58,13 +58,7 @@ def assert_nothing_lost(connection: Connection, before: dict[Key, dict[str, Any]
     assert not SyncedResource.objects.filter(
         connection=connection, deleted_at__isnull=False
     ).exists()
-    dupes = (
-        SyncedResource.objects.filter(connection=connection)
-        .values("resource_type", "fhir_id")
-        .annotate(n=Count("id"))
-        .filter(n__gt=1)
-    )
-    assert list(dupes) == []
+    assert_no_duplicates(connection)
 
 
 def assert_other_types_complete(run: SyncRun, baseline: SyncRun, *, bounded: str) -> None:
@@ -88,6 +82,15 @@ def assert_reconciled_all_but(connection: Connection, before: dict[str, Any], bo
     assert {t for t in searched if after[t] > before[t]} == searched - {bounded}
 
 
+def synced_baseline(
+    sandbox_connect: Callable[..., Connection],
+) -> tuple[Connection, SyncRun, dict[Key, dict[str, Any]], dict[str, Any]]:
+    """An unbounded first sync of nancy: the connection, its run, its rows, its full marks."""
+    connection = sandbox_connect("nancy")
+    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
+    return connection, latest_run(connection), all_rows(connection), full_marks(connection)
+
+
 def full_pass_again(settings: Any) -> None:
     """The next run is a full pass of every type: the one that reconciles (tombstones)."""
     settings.FHIRLINK_SYNC_RECONCILE_DAYS = 0
@@ -96,11 +99,7 @@ def full_pass_again(settings: Any) -> None:
 def test_page_too_large_fails_only_that_stream(
     sandbox: SandboxHandle, sandbox_connect: Callable[..., Connection], settings: Any
 ) -> None:
-    connection = sandbox_connect("nancy")
-    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
-    baseline = latest_run(connection)
-    before = all_rows(connection)
-    marks = full_marks(connection)
+    connection, baseline, before, marks = synced_baseline(sandbox_connect)
     # The bound sits between Observation's one page and every other stream's whole size.
     observation = baseline.streams.get(key="Observation")
     assert observation.pages == 1
@@ -130,11 +129,7 @@ def test_page_too_large_fails_only_that_stream(
 def test_too_many_pages_fails_only_that_stream(
     sandbox: SandboxHandle, sandbox_connect: Callable[..., Connection], settings: Any
 ) -> None:
-    connection = sandbox_connect("nancy")
-    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
-    baseline = latest_run(connection)
-    before = all_rows(connection)
-    marks = full_marks(connection)
+    connection, baseline, before, marks = synced_baseline(sandbox_connect)
     observations = baseline.counts["Observation"]["fetched"]
     assert observations > 10 * 2 * 2  # more than two windows of two pages of ten
 

@@ -111,7 +111,7 @@ class ExtrasMixin:
                         self.stop.set()  # the remaining jobs stop before their next request
                         raise StopRun(error)
                     if job[0] == "binary":
-                        self._add_error("Binary", error, **_binary_names(job[2], documents))
+                        self._add_error("Binary", error, **_binary_names(job[2], documents[job[2]]))
                     else:
                         self._add_error(job[1], error)
                     continue
@@ -121,7 +121,7 @@ class ExtrasMixin:
                     if size > max_binary:
                         # The server sent more than the bound (no declared size, or a wrong one).
                         self._add_error(
-                            "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents)
+                            "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents[job[2]])
                         )
                         continue
                 self._check_still_ours()
@@ -174,9 +174,7 @@ class ExtrasMixin:
         for url, (document, size) in sorted(too_large.items()):
             if url in urls:
                 continue  # another attachment names it without the size: the download decides
-            self._add_error(
-                "Binary", BINARY_TOO_LARGE, **_binary_names(url, {url: document}), size=size
-            )
+            self._add_error("Binary", BINARY_TOO_LARGE, **_binary_names(url, document), size=size)
         return urls
 
 
@@ -186,14 +184,14 @@ def _base64_size(text: str) -> int:
     return len(compact) * 3 // 4 - (len(compact) - len(compact.rstrip("=")))
 
 
-def _binary_names(url: str, documents: dict[str, str]) -> dict[str, str]:
-    """What an error about the Binary at `url` may say: its id and its DocumentReference's id
-    (FHIR ids only: never the URL, which may carry a query, nor anything from the content)."""
+def _binary_names(url: str, document: str) -> dict[str, str]:
+    """What an error about the Binary at `url`, named by DocumentReference `document`, may say:
+    the two ids (FHIR ids only: never the URL, which may carry a query, nor anything from the
+    content)."""
     names: dict[str, str] = {}
     binary_id = url.rpartition("/Binary/")[2]
     if FHIR_ID.fullmatch(binary_id):
         names["id"] = binary_id
-    document = documents.get(url, "")
     if FHIR_ID.fullmatch(document):
         names["document"] = f"DocumentReference/{document}"
     return names
