@@ -69,3 +69,13 @@ if os.environ.get("LOG_FORMAT", "json" if _production else "text") == "json":
             "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
         },
     }
+
+
+def post_worker_init(worker: object) -> None:
+    """The application is loaded (here, or in the master with preload_app): its objects live as
+    long as the worker. Keep the garbage collector from walking them on every collection
+    (`gc.freeze`), as the Celery workers do (patientportal/celery.py)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -27,7 +26,7 @@ from urllib.parse import urlencode
 
 from django.core.cache import cache
 
-from fhirlink import http
+from fhirlink import fhirjson, http
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +112,10 @@ class Page:
     next_url: str
     size: int
     server_date: str = ""
+    body: bytes | None = None  # the raw page, for the preparation pool to parse
     # Filled by the fetch thread when the engine prepares pages off the writer thread.
     resources: list[dict[str, Any]] | None = None
     preparing: Any = None  # the page's preparation under way (prepare.Preparing)
-    refs: set[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -230,7 +229,7 @@ class FhirClient:
         if size > self.max_page_bytes:
             raise LimitExceeded("page_too_large")
         try:
-            bundle = json.loads(response.content)
+            bundle = fhirjson.loads(response.content)
         except ValueError:
             raise FhirPageError("page_not_json", body=response.content, status=200) from None
         if (
@@ -259,6 +258,7 @@ class FhirClient:
             next_url=next_url,
             size=size,
             server_date=response.headers.get("Date", ""),
+            body=response.content,
         )
 
     def read(self, resource_type: str, fhir_id: str) -> tuple[dict[str, Any], int]:

@@ -11,7 +11,7 @@ import pytest
 
 from fhirlink import hooks, vault
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
-from fhirlink.services.sync.prepare import canonical_json
+from fhirlink.services.sync.prepare import canonical_json, references_in
 from fhirlink.services.sync.store import (
     columns_extract,
     payload_loads,
@@ -250,6 +250,41 @@ def test_references_found_outside_contained():
     assert found == {("Practitioner", "77"), ("Practitioner", "5")}
 
 
+def test_references_read_from_canonical_json_are_the_walks():
+    """The pool's fast path (a regular expression over the canonical JSON) finds what the walk
+    finds: escaped characters, absolute URLs, trailing slashes, query strings, references in
+    strings, and contained resources (walked) included."""
+    wanted = {"Practitioner", "Organization", "Location", "Medication"}
+    resources = [
+        obs("1", performer=[{"reference": "Practitioner/77"}, {"reference": "Practitioner/5/"}]),
+        obs("2", performer=[{"reference": 'Organization/a\\"b'}, {"reference": "Location/?x=1"}]),
+        obs("3", note=[{"text": '{"reference":"Practitioner/9"}'}], performer=[{"display": "x"}]),
+        obs("4", performer=[{"reference": "https://h.example/r4/t/Location/12"}]),
+        obs(
+            "5",
+            performer=[{"reference": "#c"}],
+            contained=[
+                {
+                    "resourceType": "Practitioner",
+                    "id": "c",
+                    "managingOrganization": {"reference": "Organization/8"},
+                }
+            ],
+        ),
+        obs("6", performer=[{"reference": "Practitioner/\u00e9t\u00e9"}]),
+    ]
+    for resource in resources:
+        found = references_in(resource, canonical_json(resource), wanted)
+        assert found == referenced_ids([resource], wanted), resource["id"]
+    assert referenced_ids(resources, wanted) == {
+        ("Practitioner", "77"),
+        ("Practitioner", "5"),
+        ("Organization", 'a\\"b'),
+        ("Location", "12"),
+        ("Practitioner", "\u00e9t\u00e9"),
+    }
+
+
 # --- Cerner's published examples ---------------------------------------------------------------
 
 
@@ -290,6 +325,11 @@ def test_cerner_examples_ingest_and_come_back_out_equal(connection):
                 connection=connection, resource_type=rtype, fhir_id=fhir_id
             )
             assert resource_payload(row, cipher=cipher) == resource, path.name
+            canonical = canonical_json(resource)
+            for_refs = {"Practitioner", "Organization", "Location", "Medication", "Patient"}
+            assert references_in(resource, canonical, for_refs) == referenced_ids(
+                [resource], for_refs
+            ), path.name
             ingested += 1
     assert ingested >= 200
     # A published defect (timestamps with spaces) is stored as received and flagged.
@@ -358,6 +398,24 @@ def test_a_started_preparation_is_waited_for_by_whoever_stores_the_page(monkeypa
         started = [prepare.prepare_start(page, processes=2) for _ in range(3)]
         assert [p.get() for p in started] == [prepare.prepare_many(page, processes=2)] * 3
         assert started[0].get() is started[0].get()  # waited for once
+        # From the raw page (as the engine sends it), with a search outcome left out:
+        # the same preparation, and the references found on the way.
+        page[7]["performer"] = [{"reference": "Practitioner/7"}]
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": {"resourceType": "OperationOutcome"}}]
+            + [{"resource": r} for r in page],
+        }
+        body = json.dumps(bundle).encode()
+        assert prepare.page_resources(bundle) == page
+        from_body = prepare.prepare_start(page, body=body, wanted=["Practitioner"], processes=2)
+        assert from_body.get() == prepare.prepare_many(page, processes=2)
+        refs = referenced_ids(page, {"Practitioner"})
+        assert ("Practitioner", "7") in refs
+        assert from_body.references() == refs
+        inline = prepare.prepare_start(page, body=body, wanted=["Practitioner"], processes=0)
+        assert inline.references() == refs
 
         class Broken:
             def get(self, timeout: float) -> None:
@@ -408,3 +466,20 @@ def test_payload_loads_reads_what_canonical_json_writes(resource):
     """orjson first, `json` for what orjson refuses: the same dict as `json.loads` either way."""
     canonical = canonical_json(resource)
     assert payload_loads(canonical) == json.loads(canonical) == resource
+
+
+def test_the_stores_date_adaptation_is_the_backends(db):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from django.db import connection as db_connection
+
+    from fhirlink.services.sync.store import _date_adapter
+
+    adapt = _date_adapter()
+    for value in [
+        None,
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5))),
+    ]:
+        assert adapt(value) == db_connection.ops.adapt_datetimefield_value(value)

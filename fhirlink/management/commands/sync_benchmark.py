@@ -265,6 +265,8 @@ class Command(BaseCommand):
 
     def _measure(self, kind: str, connection_id: str, concurrency: int) -> dict[str, Any]:
         env = dict(os.environ, FHIRLINK_SYNC_CONCURRENCY=str(concurrency))
+        # As a production worker runs: DEBUG on keeps (and formats) every query's SQL.
+        env.setdefault("DEBUG", "false")
         out = subprocess.run(  # noqa: S603 (this very command)
             [
                 sys.executable,
@@ -363,8 +365,10 @@ class Command(BaseCommand):
 
     def _child(self, kind: str, connection_id: str) -> dict[str, Any]:
         from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
+        from patientportal.celery import gc_freeze_startup
 
         connection = Connection.objects.select_related("health_system").get(pk=connection_id)
+        gc_freeze_startup()  # as a worker process does once it has started (the plain loop too)
         if kind == "plain":
             return _plain(connection)
         if kind == "full":

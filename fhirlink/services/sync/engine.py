@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -65,13 +65,9 @@ from fhirlink.models.sync import StreamMode, StreamStatus
 from fhirlink.services.sync import plan
 from fhirlink.services.sync.extras import ExtrasMixin
 from fhirlink.services.sync.finish import FinishMixin
-from fhirlink.services.sync.prepare import prepare_start
+from fhirlink.services.sync.prepare import page_resources, prepare_start
 from fhirlink.services.sync.runs import USABLE, StopRun, sync_claim
-from fhirlink.services.sync.store import (
-    fhir_datetime,
-    referenced_ids,
-    resource_upsert_page,
-)
+from fhirlink.services.sync.store import fhir_datetime, resource_upsert_page
 from fhirlink.services.tokens import connection_access_token, connection_refresh
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_is_granted
@@ -303,7 +299,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                             _Msg(
                                 "page",
                                 stream.pk,
-                                page=Page(url, page.bundle, "", page.size, page.server_date),
+                                page=replace(page, next_url=""),
                             )
                         )
                         out.put(_Msg("error", stream.pk, code=LoopingNextLink.code))
@@ -429,32 +425,26 @@ class SyncExecution(ExtrasMixin, FinishMixin):
 
     @staticmethod
     def _prepare(page: Page) -> None:
-        """On the fetch thread: the page's resources and references, and its preparation
-        (canonical JSON, columns, validation) started in the preparation pool, so the writer
-        only writes. The thread does not wait for it: it goes on to fetch the next page while
-        the pool validates this one (waiting cost a quarter of the requests in flight)."""
-        entries = page.bundle.get("entry") or []
-        page.resources = [
-            e["resource"]
-            for e in entries
-            if isinstance(e, dict)
-            and isinstance(e.get("resource"), dict)
-            and e["resource"].get("resourceType") != "OperationOutcome"
-            and (e.get("search") or {}).get("mode", "match") != "outcome"
-        ]
+        """On the fetch thread: the page's resources, and their preparation (canonical JSON,
+        columns, validation, references) started in the preparation pool, so the writer only
+        writes. The thread does not wait for it: it goes on to fetch the next page while the
+        pool validates this one (waiting cost a quarter of the requests in flight)."""
+        page.resources = page_resources(page.bundle)
         page.preparing = prepare_start(
-            page.resources, processes=int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0))
+            page.resources,
+            body=page.body,
+            wanted=plan.REFERENCE_TYPES,
+            processes=int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0)),
         )
-        page.refs = referenced_ids(page.resources, set(plan.REFERENCE_TYPES))
 
     def _store_page(self, stream: SyncStream, page: Page) -> list[SyncStream]:
         reset_queries()  # DEBUG (dev) keeps every query, bulk inserts included: bound memory
         self._check_still_ours()
-        if page.resources is None:
+        if page.preparing is None:
             self._prepare(page)
         resources = page.resources or []
-        refs = page.refs or set()
-        prepared = page.preparing.get() if page.preparing is not None else None
+        prepared = page.preparing.get()
+        refs = page.preparing.references()
         children: list[SyncStream] = []
         with transaction.atomic():
             result = resource_upsert_page(

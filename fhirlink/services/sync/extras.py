@@ -45,6 +45,8 @@ S = plan.setting
 # A FHIR id (R4 `id`): what an error may name. Anything else taken from a URL is left out.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 BINARY_TOO_LARGE = "binary_too_large"
+# Fetched extras stored per transaction (as a page is); Binaries also by their encoded bytes.
+EXTRAS_BATCH = 50
 
 
 class ExtrasMixin:
@@ -102,6 +104,7 @@ class ExtrasMixin:
 
         max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
         retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+        batches: dict[str, list[dict[str, Any]]] = {"ref": [], "binary": []}
         with ThreadPoolExecutor(
             max_workers=plan.fetch_threads(concurrency), thread_name_prefix="fhir-extra"
         ) as pool:
@@ -124,14 +127,29 @@ class ExtrasMixin:
                             "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents[job[2]])
                         )
                         continue
-                self._check_still_ours()
-                resource_upsert_page(
-                    connection=self.connection,
-                    resources=[data],
-                    source_base_url=self.base,
-                    sync_run_id=self.run.pk,
-                    is_reference=job[0] == "ref",
-                )
+                batch = batches[job[0]]
+                batch.append(data)
+                if len(batch) >= EXTRAS_BATCH or (
+                    job[0] == "binary" and sum(len(b.get("data") or "") for b in batch) > max_binary
+                ):
+                    self._store_extras(job[0], batch)
+            for kind, batch in batches.items():
+                self._store_extras(kind, batch)
+
+    def _store_extras(self, kind: str, batch: list[dict[str, Any]]) -> None:
+        """Store fetched references or Binaries like a page (one check, one transaction), and
+        empty `batch`."""
+        if not batch:
+            return
+        self._check_still_ours()
+        resource_upsert_page(
+            connection=self.connection,
+            resources=list(batch),
+            source_base_url=self.base,
+            sync_run_id=self.run.pk,
+            is_reference=kind == "ref",
+        )
+        batch.clear()
 
     def _binary_urls(self) -> dict[str, str]:
         """The attachments to download: this server's Binary URLs not stored yet, of an allowed

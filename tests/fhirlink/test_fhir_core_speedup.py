@@ -1,0 +1,80 @@
+"""The fhir-core validator speed fix gives exactly the library's own verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fhirlink.test_store import EXAMPLES, _resources, obs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_VALIDATE = """
+import json, sys
+from fhirlink.services.sync import fhir_core_speedup, prepare
+resources = json.load(sys.stdin)
+verdicts = [prepare.resource_validate(r) for r in resources]
+print(json.dumps({"applied": fhir_core_speedup.applied_to(prepare._model_class("Observation")),
+                  "verdicts": verdicts}))
+"""
+
+
+def _verdicts(resources: list[dict[str, Any]], speedup: str) -> dict[str, Any]:
+    env = dict(os.environ, FHIRLINK_FHIR_CORE_SPEEDUP=speedup)
+    out = subprocess.run(
+        [sys.executable, "-c", _VALIDATE],
+        input=json.dumps(resources).encode(),
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _crafted() -> list[dict[str, Any]]:
+    """Valid resources and every kind of null the validator looks for, at several depths."""
+    coding = {"system": "http://loinc.org", "code": "8480-6"}
+    return [
+        obs("ok"),
+        obs("null-category", category=[None]),
+        obs("null-in-coding", code={"coding": [coding, None]}),
+        obs("null-component", component=[{"code": {"coding": [coding]}}, None]),
+        obs("null-deep", component=[{"code": {"coding": [None]}, "valueString": "x"}]),
+        obs("null-primitive-list", note=[{"text": "a"}], category=[{"text": "c"}]),
+        obs("two-nulls", category=[None], performer=[None]),
+        {**obs("primitive-extension"), "_status": {"extension": [None]}},
+        obs("choice-twice", valueString="a", valueBoolean=True),
+        obs("bad-date", effectiveDateTime="2024-13-45"),
+        {"resourceType": "Patient", "id": "p", "name": [None], "telecom": [{"value": "1"}]},
+        {"resourceType": "Patient", "id": "p2", "name": [{"given": ["A", None]}]},
+    ]
+
+
+def test_the_speedup_is_in_place_where_validation_runs():
+    assert _verdicts([obs("1")], "1")["applied"] is True
+    assert _verdicts([obs("1")], "0")["applied"] is False
+
+
+def test_the_speedup_gives_the_librarys_verdicts():
+    corpus = _crafted()
+    if EXAMPLES.is_dir():
+        for path in sorted(EXAMPLES.rglob("*.json")):
+            corpus += _resources(json.loads(path.read_text()))
+    elif os.environ.get("CI"):
+        pytest.fail(f"Cerner's examples are missing at {EXAMPLES}")
+    fast, library = _verdicts(corpus, "1"), _verdicts(corpus, "0")
+    assert fast["verdicts"] == library["verdicts"]
+    verdicts = library["verdicts"]
+    # The crafted cases: every null in a list of complex elements is caught, at any depth.
+    assert [bool(v) for v in verdicts[: len(_crafted())]] == [
+        *(False, True, True, True, True, False),
+        *(True, True, True, True, True, False),
+    ]
