@@ -124,3 +124,40 @@ def test_incremental_picks_up_new_updated_and_entered_in_error(sandbox, sandbox_
             connection=connection, resource_type=change.resource_type, fhir_id=change.id
         )
         assert row.entered_in_error == (change.kind == "entered-in-error")
+
+
+def test_attachments_are_fetched_while_the_other_streams_run(sandbox, sandbox_connect, monkeypatch):
+    """Once the DocumentReferences are stored, their Binaries are fetched beside the remaining
+    streams (not in a tail after them): when the streams end, every attachment is stored and
+    the after-streams step fetches none; a rerun fetches none either."""
+    from fhirlink.services.sync.extras import ExtrasMixin
+
+    connection = sandbox_connect("nancy")
+    at_extras: list[int] = []
+    original = ExtrasMixin._fetch_extras
+
+    def counting(self: Any) -> None:
+        at_extras.append(
+            SyncedResource.objects.filter(connection=connection, resource_type="Binary").count()
+        )
+        original(self)
+
+    monkeypatch.setattr(ExtrasMixin, "_fetch_extras", counting)
+    requests_before = []
+    original_binary = ExtrasMixin._binary_jobs
+
+    def jobs(self: Any) -> dict[str, str]:
+        found = original_binary(self)
+        requests_before.append(len(found))
+        return found
+
+    monkeypatch.setattr(ExtrasMixin, "_binary_jobs", jobs)
+    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
+    binaries = SyncedResource.objects.filter(connection=connection, resource_type="Binary").count()
+    run = SyncRun.objects.filter(connection=connection).latest("created_at")
+    assert binaries == run.counts["DocumentReference"]["fetched"] == requests_before[0] > 0
+    assert at_extras == [binaries]  # all stored before the after-streams step
+    assert len(requests_before) == 1  # listed once, early
+
+    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
+    assert requests_before[1:] == [0]  # nothing left to download

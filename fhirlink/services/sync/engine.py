@@ -17,8 +17,10 @@ Never two runs of one connection at once: a partial unique constraint allows one
 run per connection, and the executing worker holds a lease renewed after every page (a dead
 worker's run is taken over when its lease expires).
 
-Starting and claiming runs live in `runs.py`; the referenced resources and attachments fetched
-after the streams in `extras.py`; counts, watermarks and the access-log entry at the end of a
+Starting and claiming runs live in `runs.py`; the referenced resources (fetched after the
+streams) and the attachments (fetched beside the remaining streams once the DocumentReferences
+are stored, by a feeder thread whose results reach the writer through the same queue) in
+`extras.py`; counts, watermarks and the access-log entry at the end of a
 run in `finish.py`.
 """
 
@@ -89,12 +91,25 @@ def sync_connection_run(*, connection_id: Any, trigger: str = SyncTrigger.CONNEC
 
 @dataclass
 class _Msg:
-    kind: str  # page | end | error | quarantine
+    kind: str  # page | end | error | quarantine | extra | extras_end
     stream_id: int
     page: Page | None = None
     code: str = ""
     body: bytes = b""
     status: int | None = None
+    extra: Any = None  # (job, resource or None, error code) of a Binary fetched early
+
+
+@dataclass
+class _EarlyBinaries:
+    """The writer's view of the Binaries fetched while the streams run."""
+
+    wanted: bool  # still to start (a DocumentReference stream runs in this execution)
+    running: bool = False  # the feeder has not reported its end yet
+    documents: dict[str, str] = field(default_factory=dict)
+    batches: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"ref": [], "binary": []}
+    )
 
 
 @dataclass
@@ -104,6 +119,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     renewed_at: float = 0.0  # monotonic time of the last lease renewal
+    binaries_started: bool = False  # the attachments were fetched while the streams ran
 
     # -- setup --
 
@@ -330,14 +346,27 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
         active: dict[int, SyncStream] = {}
         self.ended: set[int] = set()
+        # Binaries are fetched while the other streams run, once the DocumentReferences this
+        # execution fetches are all stored (a resumed run whose DocumentReferences were done
+        # fetches them after the streams, in `_fetch_extras`).
+        early = _EarlyBinaries(wanted=any(s.resource_type == "DocumentReference" for s in pending))
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
             try:
-                while pending or active:
+                while pending or active or early.running:
                     while pending and len(active) < threads:
                         stream = pending.popleft()
                         active[stream.pk] = stream
                         pool.submit(self._fetch_stream, stream, out)
                     msg = out.get()
+                    if msg.kind == "extra":
+                        job, data, error = msg.extra
+                        self._extra_fetched(job, data, error, early.documents, early.batches)
+                        continue
+                    if msg.kind == "extras_end":
+                        for kind, batch in early.batches.items():
+                            self._store_extras(kind, batch)
+                        early.running = False
+                        continue
                     stream = active[msg.stream_id]
                     if msg.kind == "page":
                         assert msg.page is not None
@@ -357,16 +386,46 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     else:
                         self._stream_done(stream)
                         active.pop(stream.pk)
+                    if early.wanted and not any(
+                        s.resource_type == "DocumentReference" for s in (*pending, *active.values())
+                    ):
+                        self._binaries_start(early, out, concurrency)
             except BaseException:
                 self.stop.set()
-                while active:  # drain so fetch threads blocked on put() can exit
+                while active or early.running:  # drain so fetch threads blocked on put() can exit
                     try:
                         msg = out.get(timeout=0.1)
                     except queue.Empty:
                         continue
                     if msg.kind in {"end", "error"}:
                         active.pop(msg.stream_id, None)
+                    elif msg.kind == "extras_end":
+                        early.running = False
                 raise
+
+    def _binaries_start(self, early: _EarlyBinaries, out: queue.Queue[_Msg], threads: int) -> None:
+        """Start fetching the attachments of the stored DocumentReferences on a feeder thread
+        of its own (half the requests in flight at most; the gate and the health system's limit
+        still bound the total), whose results reach the writer through `out`."""
+        early.wanted = False
+        early.documents = self._binary_jobs()
+        self.binaries_started = True
+        if not early.documents:
+            return
+        jobs = [("binary", "Binary", url) for url in sorted(early.documents)]
+
+        def feed() -> None:
+            try:
+                with ThreadPoolExecutor(
+                    max_workers=max(1, threads // 2), thread_name_prefix="fhir-binary"
+                ) as fetchers:
+                    for result in fetchers.map(self._fetch_extra, jobs):
+                        out.put(_Msg("extra", 0, extra=result))
+            finally:
+                out.put(_Msg("extras_end", 0))
+
+        early.running = True
+        threading.Thread(target=feed, name="fhir-binaries", daemon=True).start()
 
     def _stop_reason(self, code: str) -> str:
         if code != "cancelled":

@@ -1,6 +1,7 @@
-"""After the streams: referenced resources (Practitioner, Organization, Location, Medication;
-fetched once per connection) and DocumentReference attachments (Binary, within the size and
-content-type limits), fetched concurrently and stored like any page.
+"""Referenced resources (Practitioner, Organization, Location, Medication; fetched once per
+connection, after the streams) and DocumentReference attachments (Binary, within the size and
+content-type limits; fetched while the other streams run, once the DocumentReferences are
+stored, or after the streams on a resumed run), fetched concurrently and stored like a page.
 
 A Binary over `FHIRLINK_SYNC_MAX_BINARY_BYTES` (by its attachment's declared `size`, before any
 request, or by what was actually downloaded) is never stored: the run records a
@@ -45,6 +46,7 @@ S = plan.setting
 # A FHIR id (R4 `id`): what an error may name. Anything else taken from a URL is left out.
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 BINARY_TOO_LARGE = "binary_too_large"
+Job = tuple[str, str, str]  # ("ref", type, id) or ("binary", "Binary", URL)
 # Fetched extras stored per transaction (as a page is); Binaries also by their encoded bytes.
 EXTRAS_BATCH = 50
 
@@ -55,6 +57,7 @@ class ExtrasMixin:
     client: FhirClient
     base: str
     stop: threading.Event
+    binaries_started: bool
 
     if TYPE_CHECKING:
 
@@ -63,7 +66,9 @@ class ExtrasMixin:
         def _add_error(self, resource_type: str, code: str, **extra: Any) -> None: ...
 
     def _fetch_extras(self) -> None:
-        jobs: list[tuple[str, str, str]] = []  # (kind, type, id-or-url)
+        """After the streams: the references, and the Binaries not already fetched while the
+        streams ran (`_binaries_early`)."""
+        jobs: list[Job] = []
         supported = set(
             (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
         )
@@ -75,66 +80,83 @@ class ExtrasMixin:
                 ).values_list("resource_type", "fhir_id")
             )
             jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
-        documents: dict[str, str] = {}  # Binary URL -> the DocumentReference id naming it
-        if "DocumentReference" in self.run.resource_types and "Binary" in (
-            self.connection.granted_resources or []
-        ):
-            documents = self._binary_urls()
+        if self.binaries_started:
+            documents: dict[str, str] = {}
+        else:
+            documents = self._binary_jobs()
             jobs += [("binary", "Binary", url) for url in sorted(documents)]
         if not jobs:
             return
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
-
-        def fetch(
-            job: tuple[str, str, str],
-        ) -> tuple[tuple[str, str, str], dict[str, Any] | None, str]:
-            try:
-                if job[0] == "ref":
-                    return job, self.client.read_retrying(job[1], job[2], retries=retries), ""
-                return job, self.client.binary_retrying(job[2], retries=retries), ""
-            except (http.EhrHttpError, FhirPageError, LimitExceeded, Cancelled) as exc:
-                code = getattr(exc, "code", "") or (
-                    f"http_{exc.status}" if isinstance(exc, http.EhrHttpError) else "error"
-                )
-                return job, None, str(code)
-            except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
-                return job, None, exc.code
-            finally:
-                close_old_connections()
-
-        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
-        retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
         batches: dict[str, list[dict[str, Any]]] = {"ref": [], "binary": []}
         with ThreadPoolExecutor(
             max_workers=plan.fetch_threads(concurrency), thread_name_prefix="fhir-extra"
         ) as pool:
-            for job, data, error in pool.map(fetch, jobs):
-                if error:
-                    if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
-                        self.stop.set()  # the remaining jobs stop before their next request
-                        raise StopRun(error)
-                    if job[0] == "binary":
-                        self._add_error("Binary", error, **_binary_names(job[2], documents[job[2]]))
-                    else:
-                        self._add_error(job[1], error)
-                    continue
-                assert data is not None
-                if job[0] == "binary":
-                    size = _base64_size(str(data.get("data", "")))
-                    if size > max_binary:
-                        # The server sent more than the bound (no declared size, or a wrong one).
-                        self._add_error(
-                            "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents[job[2]])
-                        )
-                        continue
-                batch = batches[job[0]]
-                batch.append(data)
-                if len(batch) >= EXTRAS_BATCH or (
-                    job[0] == "binary" and sum(len(b.get("data") or "") for b in batch) > max_binary
-                ):
-                    self._store_extras(job[0], batch)
+            for job, data, error in pool.map(self._fetch_extra, jobs):
+                self._extra_fetched(job, data, error, documents, batches)
             for kind, batch in batches.items():
                 self._store_extras(kind, batch)
+
+    def _binary_jobs(self) -> dict[str, str]:
+        """The Binaries to download (URL -> the DocumentReference naming it), once the
+        DocumentReferences are stored; none when Binary was not granted."""
+        if "DocumentReference" in self.run.resource_types and "Binary" in (
+            self.connection.granted_resources or []
+        ):
+            return self._binary_urls()
+        return {}
+
+    def _fetch_extra(self, job: Job) -> tuple[Job, dict[str, Any] | None, str]:
+        """On a fetch thread: a referenced resource or a Binary, or the error code."""
+        retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
+        try:
+            if job[0] == "ref":
+                return job, self.client.read_retrying(job[1], job[2], retries=retries), ""
+            return job, self.client.binary_retrying(job[2], retries=retries), ""
+        except (http.EhrHttpError, FhirPageError, LimitExceeded, Cancelled) as exc:
+            code = getattr(exc, "code", "") or (
+                f"http_{exc.status}" if isinstance(exc, http.EhrHttpError) else "error"
+            )
+            return job, None, str(code)
+        except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
+            return job, None, exc.code
+        finally:
+            close_old_connections()
+
+    def _extra_fetched(
+        self,
+        job: Job,
+        data: dict[str, Any] | None,
+        error: str,
+        documents: dict[str, str],
+        batches: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """On the writer: record a failed extra, or batch a fetched one for storing."""
+        if error:
+            if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
+                self.stop.set()  # the remaining jobs stop before their next request
+                raise StopRun(error)
+            if job[0] == "binary":
+                self._add_error("Binary", error, **_binary_names(job[2], documents[job[2]]))
+            else:
+                self._add_error(job[1], error)
+            return
+        assert data is not None
+        max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
+        if job[0] == "binary":
+            size = _base64_size(str(data.get("data", "")))
+            if size > max_binary:
+                # The server sent more than the bound (no declared size, or a wrong one).
+                self._add_error(
+                    "Binary", BINARY_TOO_LARGE, **_binary_names(job[2], documents[job[2]])
+                )
+                return
+        batch = batches[job[0]]
+        batch.append(data)
+        if len(batch) >= EXTRAS_BATCH or (
+            job[0] == "binary" and sum(len(b.get("data") or "") for b in batch) > max_binary
+        ):
+            self._store_extras(job[0], batch)
 
     def _store_extras(self, kind: str, batch: list[dict[str, Any]]) -> None:
         """Store fetched references or Binaries like a page (one check, one transaction), and
