@@ -437,6 +437,19 @@ def get(client: APIClient, name: str, params: dict[str, Any] | None = None, **kw
     return client.get(reverse(name, kwargs=kwargs or None), params or {})
 
 
+def list_ids(client: APIClient, record_type: str, page_size: int) -> list[str]:
+    """Every fhir_id of a records list, page by page through its cursors."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"page_size": page_size, **({"cursor": cursor} if cursor else {})}
+        page = get(client, "fhirlink-records-list", params, record_type=record_type).json()
+        seen += [r["fhir_id"] for r in page["results"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return seen
+
+
 # --- Summary -------------------------------------------------------------------------------------
 
 
@@ -600,15 +613,7 @@ def test_undated_records_come_last_and_page_through(client, patient):
     for m in meds[:3]:
         del m["authoredOn"]
     upsert(conn, meds)
-    seen, cursor = [], None
-    while True:
-        params = {"page_size": 2, **({"cursor": cursor} if cursor else {})}
-        page = get(client, "fhirlink-records-list", params, record_type="medications").json()
-        seen += [r["fhir_id"] for r in page["results"]]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    assert seen == ["M4", "M3", "M2", "M1", "M0"]
+    assert list_ids(client, "medications", 2) == ["M4", "M3", "M2", "M1", "M0"]
 
 
 def test_detail_friendly_fhir_and_raw(client, chart, patient):
@@ -695,15 +700,7 @@ def test_list_items_are_the_detail_view(client, chart, patient):
     }
     assert by_id["A-VS-T1"]["source"]["health_system_slug"] == "test-health"
     # Keyset paging through a fractional-second position neither skips nor repeats a row.
-    seen, cursor = [], None
-    while True:
-        params = {"page_size": 1, **({"cursor": cursor} if cursor else {})}
-        page = get(client, "fhirlink-records-list", params, record_type="observations").json()
-        seen += [r["fhir_id"] for r in page["results"]]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    assert seen == list(by_id)
+    assert list_ids(client, "observations", 1) == list(by_id)
 
 
 def test_entered_in_error_detail_is_not_found(client, chart, patient):

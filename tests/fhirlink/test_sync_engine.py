@@ -136,11 +136,11 @@ def test_attachments_are_fetched_while_the_other_streams_run(sandbox, sandbox_co
     at_extras: list[int] = []
     original = ExtrasMixin._fetch_extras
 
-    def counting(self: Any) -> None:
+    def counting(self: Any, **kwargs: Any) -> None:
         at_extras.append(
             SyncedResource.objects.filter(connection=connection, resource_type="Binary").count()
         )
-        original(self)
+        original(self, **kwargs)
 
     monkeypatch.setattr(ExtrasMixin, "_fetch_extras", counting)
     requests_before = []

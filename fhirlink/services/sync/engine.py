@@ -68,7 +68,7 @@ from fhirlink.services.sync import plan
 from fhirlink.services.sync.extras import ExtrasMixin
 from fhirlink.services.sync.finish import FinishMixin
 from fhirlink.services.sync.prepare import page_resources, prepare_start
-from fhirlink.services.sync.runs import USABLE, StopRun, sync_claim
+from fhirlink.services.sync.runs import RUN_ENDING_CODES, USABLE, StopRun, sync_claim
 from fhirlink.services.sync.store import fhir_datetime, resource_upsert_page
 from fhirlink.services.tokens import connection_access_token, connection_refresh
 from patientportal.consent.models import Purpose
@@ -105,6 +105,7 @@ class _EarlyBinaries:
     """The writer's view of the Binaries fetched while the streams run."""
 
     wanted: bool  # still to start (a DocumentReference stream runs in this execution)
+    started: bool = False  # the attachments were listed (and, if any, fetched) early
     running: bool = False  # the feeder has not reported its end yet
     documents: dict[str, str] = field(default_factory=dict)
     batches: dict[str, list[dict[str, Any]]] = field(
@@ -119,7 +120,6 @@ class SyncExecution(ExtrasMixin, FinishMixin):
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     renewed_at: float = 0.0  # monotonic time of the last lease renewal
-    binaries_started: bool = False  # the attachments were fetched while the streams ran
 
     # -- setup --
 
@@ -168,8 +168,8 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         try:
             if not run.streams.exists():
                 self._plan()
-            self._run_streams()
-            self._fetch_extras()
+            binaries_fetched = self._run_streams()
+            self._fetch_extras(binaries=not binaries_fetched)
         except StopRun as stop:
             self.stop.set()
             return self._finish(fatal=stop.code)
@@ -335,7 +335,9 @@ class SyncExecution(ExtrasMixin, FinishMixin):
 
     # -- the writer (this thread) --
 
-    def _run_streams(self) -> None:
+    def _run_streams(self) -> bool:
+        """Fetch and store every stream still to do; True when the attachments were fetched
+        beside them (see `_binaries_start`)."""
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
         threads = plan.fetch_threads(concurrency)
         pending: deque[SyncStream] = deque(
@@ -363,8 +365,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                         self._extra_fetched(job, data, error, early.documents, early.batches)
                         continue
                     if msg.kind == "extras_end":
-                        for kind, batch in early.batches.items():
-                            self._store_extras(kind, batch)
+                        self._store_extras(early.batches)
                         early.running = False
                         continue
                     stream = active[msg.stream_id]
@@ -377,11 +378,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     elif msg.kind == "error":
                         self._stream_failed(stream, msg.code)
                         active.pop(stream.pk)
-                        if msg.code in {
-                            "connection_needs_reauth",
-                            "connection_disconnected",
-                            "cancelled",
-                        }:
+                        if msg.code in RUN_ENDING_CODES:
                             raise StopRun(self._stop_reason(msg.code))
                     else:
                         self._stream_done(stream)
@@ -402,14 +399,15 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     elif msg.kind == "extras_end":
                         early.running = False
                 raise
+        return early.started
 
     def _binaries_start(self, early: _EarlyBinaries, out: queue.Queue[_Msg], threads: int) -> None:
         """Start fetching the attachments of the stored DocumentReferences on a feeder thread
         of its own (half the requests in flight at most; the gate and the health system's limit
         still bound the total), whose results reach the writer through `out`."""
         early.wanted = False
+        early.started = True
         early.documents = self._binary_jobs()
-        self.binaries_started = True
         if not early.documents:
             return
         jobs = [("binary", "Binary", url) for url in sorted(early.documents)]

@@ -33,7 +33,7 @@ from fhirlink.models import (
     SyncRun,
 )
 from fhirlink.services.sync import plan
-from fhirlink.services.sync.runs import StopRun
+from fhirlink.services.sync.runs import RUN_ENDING_CODES, StopRun
 from fhirlink.services.sync.store import (
     resource_payload,
     resource_upsert_page,
@@ -57,7 +57,6 @@ class ExtrasMixin:
     client: FhirClient
     base: str
     stop: threading.Event
-    binaries_started: bool
 
     if TYPE_CHECKING:
 
@@ -65,9 +64,9 @@ class ExtrasMixin:
 
         def _add_error(self, resource_type: str, code: str, **extra: Any) -> None: ...
 
-    def _fetch_extras(self) -> None:
-        """After the streams: the references, and the Binaries not already fetched while the
-        streams ran (`_binaries_early`)."""
+    def _fetch_extras(self, *, binaries: bool = True) -> None:
+        """After the streams: the references, and (`binaries`: they were not fetched beside
+        the streams) the Binaries."""
         jobs: list[Job] = []
         supported = set(
             (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
@@ -80,11 +79,8 @@ class ExtrasMixin:
                 ).values_list("resource_type", "fhir_id")
             )
             jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
-        if self.binaries_started:
-            documents: dict[str, str] = {}
-        else:
-            documents = self._binary_jobs()
-            jobs += [("binary", "Binary", url) for url in sorted(documents)]
+        documents = self._binary_jobs() if binaries else {}
+        jobs += [("binary", "Binary", url) for url in sorted(documents)]
         if not jobs:
             return
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
@@ -94,8 +90,7 @@ class ExtrasMixin:
         ) as pool:
             for job, data, error in pool.map(self._fetch_extra, jobs):
                 self._extra_fetched(job, data, error, documents, batches)
-            for kind, batch in batches.items():
-                self._store_extras(kind, batch)
+            self._store_extras(batches)
 
     def _binary_jobs(self) -> dict[str, str]:
         """The Binaries to download (URL -> the DocumentReference naming it), once the
@@ -133,7 +128,7 @@ class ExtrasMixin:
     ) -> None:
         """On the writer: record a failed extra, or batch a fetched one for storing."""
         if error:
-            if error in {"connection_needs_reauth", "connection_disconnected", "cancelled"}:
+            if error in RUN_ENDING_CODES:
                 self.stop.set()  # the remaining jobs stop before their next request
                 raise StopRun(error)
             if job[0] == "binary":
@@ -156,22 +151,23 @@ class ExtrasMixin:
         if len(batch) >= EXTRAS_BATCH or (
             job[0] == "binary" and sum(len(b.get("data") or "") for b in batch) > max_binary
         ):
-            self._store_extras(job[0], batch)
+            self._store_extras({job[0]: batch})
 
-    def _store_extras(self, kind: str, batch: list[dict[str, Any]]) -> None:
-        """Store fetched references or Binaries like a page (one check, one transaction), and
-        empty `batch`."""
-        if not batch:
-            return
-        self._check_still_ours()
-        resource_upsert_page(
-            connection=self.connection,
-            resources=list(batch),
-            source_base_url=self.base,
-            sync_run_id=self.run.pk,
-            is_reference=kind == "ref",
-        )
-        batch.clear()
+    def _store_extras(self, batches: dict[str, list[dict[str, Any]]]) -> None:
+        """Store each kind's fetched references or Binaries like a page (one check, one
+        transaction), and empty the batches."""
+        for kind, batch in batches.items():
+            if not batch:
+                continue
+            self._check_still_ours()
+            resource_upsert_page(
+                connection=self.connection,
+                resources=list(batch),
+                source_base_url=self.base,
+                sync_run_id=self.run.pk,
+                is_reference=kind == "ref",
+            )
+            batch.clear()
 
     def _binary_urls(self) -> dict[str, str]:
         """The attachments to download: this server's Binary URLs not stored yet, of an allowed

@@ -296,6 +296,19 @@ def prepare_one(resource: dict[str, Any], validate: bool = True) -> Prepared:
 Refs = set[tuple[str, str]]
 
 
+def _references(
+    resources: list[dict[str, Any]], prepared: list[Prepared], wanted: tuple[str, ...]
+) -> Refs:
+    """The references to the `wanted` types in prepared resources (read from their canonical
+    JSON)."""
+    refs: Refs = set()
+    if wanted:
+        wanted_set = set(wanted)
+        for resource, (canonical, _, _) in zip(resources, prepared, strict=True):
+            refs |= references_in(resource, canonical, wanted_set)
+    return refs
+
+
 _settled = False
 
 
@@ -304,11 +317,8 @@ def _prepare_chunk(
 ) -> tuple[list[Prepared], Refs]:
     """In a pool process: resources prepared and validated, and their references."""
     global _settled
-    wanted_set = set(wanted)
     prepared = [prepare_one(r) for r in resources]
-    refs: Refs = set()
-    for resource, item in zip(resources, prepared, strict=True):
-        refs |= references_in(resource, item[0], wanted_set)
+    refs = _references(resources, prepared, wanted)
     if not _settled:
         # The models the first page loaded stay for the process's life: keep the garbage
         # collector from walking them again (8 % of the pool's CPU).
@@ -409,12 +419,7 @@ def _inline(
 ) -> tuple[list[Prepared], Refs]:
     """Canonical JSON and references, no validation (the writer validates changed resources)."""
     prepared = [prepare_one(r, validate=False) for r in resources]
-    refs: Refs = set()
-    if wanted:
-        wanted_set = set(wanted)
-        for resource, (canonical, _, _) in zip(resources, prepared, strict=True):
-            refs |= references_in(resource, canonical, wanted_set)
-    return prepared, refs
+    return prepared, _references(resources, prepared, wanted)
 
 
 def _pool_failed(

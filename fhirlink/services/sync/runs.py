@@ -28,6 +28,10 @@ S = plan.setting
 USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
 
 
+# A fetch that fails with one of these ends the whole run (no other request can succeed).
+RUN_ENDING_CODES = frozenset({"connection_needs_reauth", "connection_disconnected", "cancelled"})
+
+
 class StopRun(Exception):
     """Ends a run early with a code (cancelled, consent revoked, needs reauth, ...)."""
 
