@@ -122,6 +122,7 @@ class Command(BaseCommand):
             return
         if not getattr(settings, "SANDBOX_ENABLED", False):
             raise CommandError("the sandbox is only enabled in dev/test settings")
+        _quiet("migrate", "--no-input")  # a fresh VAR_DIR works too
         server = None
         origin = options["origin"].rstrip("/")
         if not origin:
