@@ -106,6 +106,20 @@ def _crafted() -> list[dict[str, Any]]:
             "subject": {"reference": "Patient/1"},
             "medicationCodeableConcept": {"text": "a"},
         },
+        # Nested elements, which the third fix builds without the model's own __init__ when
+        # they carry no resource type: with one (right, wrong, or by field name), unknown
+        # keys, a non-object, contained resources and a nested primitive extension.
+        obs("nested-resource-type", code={"resourceType": "CodeableConcept", "text": "c"}),
+        obs("nested-wrong-resource-type", code={"resourceType": "Coding", "text": "c"}),
+        obs("nested-resource-type-by-name", code={"resource_type": "Coding", "text": "c"}),
+        obs("nested-unknown-key", code={"text": "c", "bogus": 1}),
+        obs("nested-not-object", code="c"),
+        obs(
+            "contained",
+            contained=[{"resourceType": "Practitioner", "id": "p1", "name": [{"text": "A"}]}],
+        ),
+        obs("contained-null", contained=[{"resourceType": "Practitioner", "name": [None]}]),
+        obs("nested-extension-null", code={"text": "c", "_text": {"extension": [None]}}),
     ]
 
 
@@ -144,4 +158,5 @@ def test_the_speedup_gives_the_librarys_verdicts():
         *(False, True, True, True, True, False),
         *(True, True, True, True, True, False),
         *(True, False, True, True, True, True, True, True),
+        *(False, True, True, True, True, False, True, True),
     ]
