@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.cache import cache
+from django.conf import settings
+from django.core.cache import BaseCache, caches
+from django.core.cache.backends.redis import RedisCache
 
 from fhirlink import fhirjson, http
 
@@ -60,10 +62,20 @@ class Cancelled(Exception):
     code = "cancelled"
 
 
+RATE_KEYS = 8  # per-second counters, reused in turn: older than their 5 s life when reused
+
+
+def limiter_cache() -> BaseCache:
+    """The limiter's cache: its own alias where settings define one (the embedded file cache),
+    else the default (Redis in production)."""
+    return caches["fhirlink-limiter" if "fhirlink-limiter" in settings.CACHES else "default"]
+
+
 class HealthSystemLimiter:
     """A concurrency semaphore and a per-second rate limit per health system, in the cache
-    (Redis in production; the file cache in dev, where add/incr are close to but not strictly
-    atomic: good enough to stay polite, which is the point)."""
+    (Redis in production; a file cache of its own in dev, where add/incr are close to but not
+    strictly atomic: good enough to stay polite, which is the point). Its keys are a fixed set
+    per health system: the slots, and `RATE_KEYS` per-second counters used in turn."""
 
     def __init__(
         self, health_system_id: str, *, concurrency: int, rate_per_second: int, lease: int = 120
@@ -73,13 +85,15 @@ class HealthSystemLimiter:
         self.rate = max(1, rate_per_second)
         self.lease = lease
         self.owner = uuid.uuid4().hex
+        self.cache = limiter_cache()
+        self._incr_keeps_expiry = isinstance(self.cache, RedisCache)
 
     def acquire(self, cancelled: Callable[[], bool] | None = None) -> str:
         delay = 0.005
         while True:
             for slot in range(self.concurrency):
                 key = f"{self.prefix}:slot:{slot}"
-                if cache.add(key, self.owner, timeout=self.lease):
+                if self.cache.add(key, self.owner, timeout=self.lease):
                     self._rate_wait()
                     return key
             if cancelled is not None and cancelled():
@@ -88,18 +102,24 @@ class HealthSystemLimiter:
             delay = min(delay * 2, 0.2)
 
     def release(self, key: str) -> None:
-        if cache.get(key) == self.owner:
-            cache.delete(key)
+        if self.cache.get(key) == self.owner:
+            self.cache.delete(key)
 
     def _rate_wait(self) -> None:
         while True:
             second = int(time.time())
-            key = f"{self.prefix}:rate:{second}"
-            cache.add(key, 0, timeout=5)
+            # The counter of this second; the one of `RATE_KEYS` seconds ago has expired.
+            key = f"{self.prefix}:rate:{second % RATE_KEYS}"
+            self.cache.add(key, 0, timeout=5)
             try:
-                used = cache.incr(key)
+                used = self.cache.incr(key)
             except ValueError:
                 used = 1
+            else:
+                # Redis's INCR keeps the expiry; a file cache's incr (get, then set with the
+                # default timeout) would keep the counter past its turn: expire it again.
+                if not self._incr_keeps_expiry:
+                    self.cache.touch(key, timeout=5)
             if used <= self.rate:
                 return
             time.sleep(max(0.0, second + 1 - time.time()) + 0.001)

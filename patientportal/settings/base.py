@@ -137,7 +137,17 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
-        }
+        },
+        # The sync's per-health-system limiter (fhirlink.fhir_client.HealthSystemLimiter) in a
+        # directory of its own: a file cache lists its whole directory on every write and, past
+        # MAX_ENTRIES, deletes a random third of it, which in the shared one would cost a
+        # millisecond per request and could drop a held slot. The limiter keeps a fixed set of
+        # keys (slots, and rate counters reused every few seconds), so this one stays small.
+        "fhirlink-limiter": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache-limiter"),
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        },
     }
 
 # An embedded broker that needs no server and works across processes: kombu's SQLAlchemy

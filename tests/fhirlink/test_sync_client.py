@@ -106,6 +106,38 @@ def test_health_system_limiter_is_shared_and_bounded():
     two.release(got[0])
 
 
+def test_the_limiter_in_a_file_cache_counts_per_second_with_a_fixed_set_of_keys(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded setup's limiter: a file cache of its own, whose per-second counters are
+    reused in turn (a file cache's incr would otherwise keep one past its turn)."""
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    limiter = HealthSystemLimiter("hs-file", concurrency=2, rate_per_second=2)
+    limiter.cache = FileBasedCache(str(tmp_path), {})
+    limiter._incr_keeps_expiry = False
+    clock = [1000.2]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        assert len(waits) < 5, "the limiter kept waiting"
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # the cache's expiry reads it too
+    monkeypatch.setattr(time, "sleep", sleep)
+    for _ in range(3):
+        limiter.release(limiter.acquire())
+    assert len(waits) == 1
+    assert int(clock[0]) == 1001  # the third waited for the next second
+    for second in range(1002, 1040):
+        clock[0] = second + 0.5
+        limiter.release(limiter.acquire())
+        limiter.release(limiter.acquire())
+    assert len(waits) == 1  # every reused counter started afresh
+    assert len(list(tmp_path.iterdir())) <= 8 + 2  # rate counters and slots, nothing more
+
+
 @responses.activate
 def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
     """The engine runs more fetch threads than requests in flight; the client's gate keeps the
