@@ -14,6 +14,7 @@ from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedRe
 from fhirlink.services.sync.prepare import canonical_json, references_in
 from fhirlink.services.sync.store import (
     columns_extract,
+    payload_digest_key,
     payload_loads,
     referenced_ids,
     resource_payload,
@@ -370,15 +371,21 @@ def test_the_preparation_pool_stores_what_inline_preparation_stores(connection, 
         obs("masked", dataAbsentReason=MASKED),
     ]
     del page[-1]["valueQuantity"]
-    columns = ("fhir_id", "category", "code", "effective_at", "status", "valid", "masked")
+    columns = (
+        *("fhir_id", "category", "code", "effective_at", "status", "valid", "masked"),
+        "payload_digest",
+    )
     settings.FHIRLINK_SYNC_PREPARE_PROCESSES = 0
     upsert(connection, page)
     inline = list(SyncedResource.objects.order_by("fhir_id").values_list(*columns))
     SyncedResource.objects.all().delete()
     settings.FHIRLINK_SYNC_PREPARE_PROCESSES = 2
     try:
-        prepared = prepare.prepare_many(page, processes=2)
-        assert all(cols is not None and err is not None for _, cols, err in prepared)
+        # As the engine starts it: the pool digests the payloads too, with the store's key.
+        prepared = prepare.prepare_start(
+            page, processes=2, digest_key=payload_digest_key(), min_batch=1
+        ).get()
+        assert all(None not in (cols, err, digest) for _, cols, err, digest in prepared)
         upsert(connection, page, prepared=prepared)
     finally:
         prepare.pool_close()
@@ -434,7 +441,7 @@ def _prepare_in_daemon(out: Any) -> None:
 
     try:
         prepared = prepare.prepare_many([obs(str(n)) for n in range(60)], processes=2)
-        out.put([err for _, _, err in prepared[:3]])
+        out.put([err for _, _, err, _ in prepared[:3]])
     finally:
         prepare.pool_close()
 

@@ -67,9 +67,9 @@ from fhirlink.models.sync import StreamMode, StreamStatus
 from fhirlink.services.sync import plan
 from fhirlink.services.sync.extras import ExtrasMixin
 from fhirlink.services.sync.finish import FinishMixin
-from fhirlink.services.sync.prepare import page_resources, prepare_start
+from fhirlink.services.sync.prepare import collector_relaxed, page_resources, prepare_start
 from fhirlink.services.sync.runs import RUN_ENDING_CODES, USABLE, StopRun, sync_claim
-from fhirlink.services.sync.store import fhir_datetime, resource_upsert_page
+from fhirlink.services.sync.store import fhir_datetime, payload_digest_key, resource_upsert_page
 from fhirlink.services.tokens import connection_access_token, connection_refresh
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_is_granted
@@ -124,6 +124,10 @@ class SyncExecution(ExtrasMixin, FinishMixin):
     # -- setup --
 
     def execute(self) -> str:
+        with collector_relaxed():
+            return self._execute()
+
+    def _execute(self) -> str:
         run = self.run
         self.connection = Connection.objects.select_related("health_system").get(
             pk=run.connection_id
@@ -492,6 +496,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             body=page.body,
             wanted=plan.REFERENCE_TYPES,
             processes=int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0)),
+            digest_key=payload_digest_key(),
         )
 
     def _store_page(self, stream: SyncStream, page: Page) -> list[SyncStream]:

@@ -9,7 +9,6 @@ and flagged.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from fhirlink.services.sync.prepare import (
     canonical_json,
     columns_extract,
     fhir_datetime,
+    keyed_digest,
     prepare_many,
     referenced_ids,
     resource_validate,
@@ -95,10 +95,15 @@ def _digest_key(secret: str) -> bytes:
     return hashlib.sha256((DIGEST_SALT + secret).encode()).digest()
 
 
+def payload_digest_key() -> bytes:
+    """The key `payload_digest` uses (the preparation pool digests with it too)."""
+    return _digest_key(settings.SECRET_KEY)
+
+
 def payload_digest(canonical: bytes) -> str:
     """`salted_hmac(DIGEST_SALT, canonical, algorithm="sha256").hexdigest()`, by the one-shot
     `hmac.digest` with the derived key kept: a first sync digests 52,000 payloads."""
-    return hmac.digest(_digest_key(settings.SECRET_KEY), canonical, "sha256").hex()
+    return keyed_digest(payload_digest_key(), canonical)
 
 
 @lru_cache(maxsize=16)
@@ -316,9 +321,9 @@ def resource_upsert_page(
     )
     for key, index in unique.items():
         resource = resources[index]
-        canonical, prepared_cols, prepared_error = prepared[index]
+        canonical, prepared_cols, prepared_error, prepared_digest = prepared[index]
         rtype, fhir_id = key
-        digest = payload_digest(canonical)
+        digest = prepared_digest or payload_digest(canonical)
         before = existing.get(key)
         seen.setdefault(rtype, []).append(fhir_id)
         if before is not None and before[0] == digest and before[1] is None:
