@@ -371,19 +371,13 @@ def _prepare_chunk(
 
 
 def _prepare_page(
-    body: bytes,
-    wanted: tuple[str, ...],
-    part: int,
-    parts: int,
-    digest_key: bytes | None = None,
+    body: bytes, wanted: tuple[str, ...], digest_key: bytes | None = None
 ) -> tuple[list[Prepared], Refs]:
-    """In a pool process: `_prepare_chunk` of the `part`-th of `parts` slices of a page's
-    resources, read from its raw body. Parsing the page again in each process costs less than
-    pickling its resources across, and the slices let every process work on the one page the
-    writer waits for."""
-    resources = page_resources(fhirjson.loads(body))
-    size = -(-len(resources) // parts)
-    return _prepare_chunk(resources[part * size : (part + 1) * size], wanted, digest_key)
+    """In a pool process: `_prepare_chunk` of a page's resources, read from its raw body.
+    Parsing the page here costs less than pickling its resources across. A whole page goes to
+    one process (the processes take pages in turn): split over them, every process parsed
+    every page, a third more parsing for a few milliseconds less wait per page."""
+    return _prepare_chunk(page_resources(fhirjson.loads(body)), wanted, digest_key)
 
 
 _pool: Any = None  # a billiard Pool
@@ -436,7 +430,7 @@ class Preparing:
     ) -> None:
         self._resources = resources
         self._wanted = wanted
-        self._pending = pending  # billiard AsyncResult of [(prepared, refs), ...] per part
+        self._pending = pending  # billiard AsyncResult of [(prepared, refs), ...] per chunk
         self._done = done
 
     def _result(self) -> tuple[list[Prepared], Refs]:
@@ -488,10 +482,11 @@ def prepare_start(
 ) -> Preparing:
     """Start preparing `resources` (see `prepare_many`) and finding their references to the
     `wanted` types, without waiting: in the pool, the page is validated while the caller goes
-    on, split over the processes; inline (small pages, no pool), it is done before this
-    returns. `body`, the raw page the resources were read from (`page_resources`), goes to the
-    pool instead of the resources: a pool process parses it faster than the resources pickle.
-    `digest_key`: the pool digests the payloads too (see `prepare_one`)."""
+    on (a page's body in one process; resources without a body split over the processes);
+    inline (small pages, no pool), it is done before this returns. `body`, the raw page the
+    resources were read from (`page_resources`), goes to the pool instead of the resources: a
+    pool process parses it faster than the resources pickle. `digest_key`: the pool digests
+    the payloads too (see `prepare_one`)."""
     wanted_types = tuple(sorted(wanted))
     pool = _get_pool(processes) if len(resources) >= min_batch else None
     if pool is None:
@@ -500,7 +495,7 @@ def prepare_start(
         if body is not None:
             pending = pool.starmap_async(
                 _prepare_page,
-                [(body, wanted_types, part, processes, digest_key) for part in range(processes)],
+                [(body, wanted_types, digest_key)],
             )
         else:
             chunk = max(1, -(-len(resources) // processes))
