@@ -16,6 +16,7 @@ import random
 from datetime import timedelta
 
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -34,6 +35,16 @@ def sync_connection(connection_id: str, trigger: str = "connect") -> str:
     from fhirlink.services.sync.engine import sync_connection_run
 
     return sync_connection_run(connection_id=connection_id, trigger=trigger)
+
+
+@worker_process_init.connect
+def sync_preparation_start(**_: object) -> None:
+    """A worker process starts its preparation pool as it starts (see
+    FHIRLINK_SYNC_PREPARE_AT_WORKER_START), so that its first sync does not wait for it."""
+    if getattr(settings, "FHIRLINK_SYNC_PREPARE_AT_WORKER_START", True):
+        from fhirlink.services.sync.engine import preparation_start
+
+        preparation_start()
 
 
 @shared_task(name="fhirlink.sync_resume_stale", soft_time_limit=120, time_limit=180)

@@ -504,11 +504,16 @@ FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
 )
 FHIRLINK_SYNC_BACKOFF_BASE = env.float("FHIRLINK_SYNC_BACKOFF_BASE", default=0.5)
 FHIRLINK_SYNC_BACKOFF_MAX = env.float("FHIRLINK_SYNC_BACKOFF_MAX", default=30.0)
-# Processes (per worker process, started on its first large page and kept) that prepare pages:
-# canonical JSON, columns and R4 validation, the CPU-bound part of a sync, so it runs beside the
-# GIL-bound fetching and writing instead of on the same core (0: on the fetch threads). Each
-# holds the fhir.resources models (~60 MB). Works in prefork children (billiard).
+# Processes (per worker process, started with it or with its first sync, and kept) that prepare
+# pages: canonical JSON, columns and R4 validation, the CPU-bound part of a sync, so it runs
+# beside the GIL-bound fetching and writing instead of on the same core (0: on the fetch
+# threads). Each holds the fhir.resources models (~60 MB). Works in prefork children (billiard).
 FHIRLINK_SYNC_PREPARE_PROCESSES = env.int("FHIRLINK_SYNC_PREPARE_PROCESSES", default=2)
+# Start them (and load the models) when a Celery worker process starts, so that its first sync
+# does not wait for them (about a second); false: when the worker process's first sync starts.
+FHIRLINK_SYNC_PREPARE_AT_WORKER_START = env.bool(
+    "FHIRLINK_SYNC_PREPARE_AT_WORKER_START", default=True
+)
 # A page that is not JSON/FHIR is quarantined and asked for again this many times.
 FHIRLINK_SYNC_PAGE_RETRIES = env.int("FHIRLINK_SYNC_PAGE_RETRIES", default=2)
 # Bounds.

@@ -161,3 +161,54 @@ def test_attachments_are_fetched_while_the_other_streams_run(sandbox, sandbox_co
 
     assert sync_connection_run(connection_id=connection.pk) == "succeeded"
     assert requests_before[1:] == [0]  # nothing left to download
+
+
+def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, monkeypatch):
+    """A referenced resource is fetched as soon as a stored page names it, beside the streams:
+    each once, all stored before the after-streams step, which asks for none of them. One that
+    fails is reported once, not asked for again after the streams; a rerun fetches only it."""
+    from fhirlink.services.sync.extras import ExtrasMixin
+
+    connection = sandbox_connect("nancy")
+    phase = ["streams"]
+    fetched: list[tuple[str, tuple[str, str, str]]] = []
+    original_extras = ExtrasMixin._fetch_extras
+    original_fetch = ExtrasMixin._fetch_extra
+    failing: list[tuple[str, str, str]] = []
+
+    def after_streams(self: Any, **kwargs: Any) -> None:
+        phase[0] = "after"
+        original_extras(self, **kwargs)
+
+    def fetch(self: Any, job: tuple[str, str, str]) -> Any:
+        if job[0] == "ref":
+            fetched.append((phase[0], job))
+            if not failing:
+                failing.append(job)
+            if job == failing[0]:
+                return job, None, "http_404"
+        return original_fetch(self, job)
+
+    monkeypatch.setattr(ExtrasMixin, "_fetch_extras", after_streams)
+    monkeypatch.setattr(ExtrasMixin, "_fetch_extra", fetch)
+    assert sync_connection_run(connection_id=connection.pk) == "partial"
+    run = SyncRun.objects.filter(connection=connection).latest("created_at")
+    jobs = [job for _, job in fetched]
+    assert {p for p, _ in fetched} == {"streams"}  # none after the streams
+    assert len(jobs) == len(set(jobs)) > 1  # each once
+    recorded = {tuple(r.split("/", 1)) for r in run.references}
+    assert {(t, i) for _, t, i in jobs} == recorded
+    refs = set(
+        SyncedResource.objects.filter(connection=connection, is_reference=True).values_list(
+            "resource_type", "fhir_id"
+        )
+    )
+    assert refs == recorded - {failing[0][1:]}
+    assert [e for e in run.errors if e["code"] == "http_404"] == [
+        {"type": failing[0][1], "code": "http_404"}
+    ]
+
+    fetched.clear()
+    phase[0] = "streams"
+    assert sync_connection_run(connection_id=connection.pk) == "partial"
+    assert [job for _, job in fetched] == [failing[0]]  # the stored ones are not asked again

@@ -372,6 +372,14 @@ class Command(BaseCommand):
         gc_freeze_startup()  # as a worker process does once it has started (the plain loop too)
         if kind == "plain":
             return _plain(connection)
+        if settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START:
+            # As a worker process does when it starts (fhirlink.sync_tasks): its preparation
+            # processes are up before its first sync.
+            from fhirlink.services.sync.engine import preparation_start
+            from fhirlink.services.sync.prepare import pool_ready
+
+            preparation_start()
+            pool_ready()
         if kind == "full":
             SyncedResource.objects.filter(connection=connection).delete()
             SyncWatermark.objects.filter(connection=connection).delete()

@@ -65,9 +65,14 @@ from fhirlink.models import (
 )
 from fhirlink.models.sync import StreamMode, StreamStatus
 from fhirlink.services.sync import plan
-from fhirlink.services.sync.extras import ExtrasMixin
+from fhirlink.services.sync.extras import ExtrasMixin, Job
 from fhirlink.services.sync.finish import FinishMixin
-from fhirlink.services.sync.prepare import collector_relaxed, page_resources, prepare_start
+from fhirlink.services.sync.prepare import (
+    collector_relaxed,
+    page_resources,
+    pool_start,
+    prepare_start,
+)
 from fhirlink.services.sync.runs import RUN_ENDING_CODES, USABLE, StopRun, sync_claim
 from fhirlink.services.sync.store import fhir_datetime, payload_digest_key, resource_upsert_page
 from fhirlink.services.tokens import connection_access_token, connection_refresh
@@ -89,6 +94,13 @@ def sync_connection_run(*, connection_id: Any, trigger: str = SyncTrigger.CONNEC
     return SyncExecution(run=claimed, owner=owner).execute()
 
 
+def preparation_start() -> None:
+    """Start this process's preparation pool, if it is not running, without waiting: its
+    processes load the models of every type a sync stores (a worker process's start, and every
+    sync's, in case the worker did not)."""
+    pool_start(int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0)), plan.model_types())
+
+
 @dataclass
 class _Msg:
     kind: str  # page | end | error | quarantine | extra | extras_end
@@ -100,17 +112,80 @@ class _Msg:
     extra: Any = None  # (job, resource or None, error code) of a Binary fetched early
 
 
-@dataclass
-class _EarlyBinaries:
-    """The writer's view of the Binaries fetched while the streams run."""
+class _EarlyExtras:
+    """The extras fetched while the streams run: each referenced resource as soon as a stored
+    page names it (not after the streams: their tail went from about a second to nothing), and
+    the Binaries once the DocumentReferences are stored. A feeder thread takes the jobs in turn
+    (half the requests in flight at most; the gate and the health system's limit still bound
+    the total) and its fetchers hand the results to the writer through the streams' queue."""
 
-    wanted: bool  # still to start (a DocumentReference stream runs in this execution)
-    started: bool = False  # the attachments were listed (and, if any, fetched) early
-    running: bool = False  # the feeder has not reported its end yet
-    documents: dict[str, str] = field(default_factory=dict)
-    batches: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {"ref": [], "binary": []}
-    )
+    def __init__(
+        self,
+        execution: SyncExecution,
+        out: queue.Queue[_Msg],
+        *,
+        binaries_wanted: bool,
+        references_stored: set[tuple[str, str]],
+        reference_types: set[str],
+        threads: int,
+    ) -> None:
+        self.execution = execution
+        self.out = out
+        self.binaries_wanted = binaries_wanted  # a DocumentReference stream runs here
+        self.binaries_started = False  # the attachments were listed (and fetched) early
+        self.running = False  # the feeder has not reported its end yet
+        self.documents: dict[str, str] = {}  # Binary URL -> its DocumentReference's id
+        self.batches: dict[str, list[dict[str, Any]]] = {"ref": [], "binary": []}
+        self.references_known = set(references_stored)  # stored before, or fed here
+        self.reference_types = reference_types
+        self.threads = threads
+        self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.closed = False
+
+    def references(self, found: set[tuple[str, str]]) -> None:
+        new = sorted(ref for ref in found - self.references_known if ref[0] in self.reference_types)
+        self.references_known |= set(found)
+        self.execution.references_fed |= set(new)
+        self._feed([("ref", t, i) for t, i in new])
+
+    def binaries(self) -> None:
+        self.binaries_wanted = False
+        self.binaries_started = True
+        self.documents = self.execution._binary_jobs()
+        self._feed([("binary", "Binary", url) for url in sorted(self.documents)])
+
+    def _feed(self, jobs: list[Job]) -> None:
+        if not jobs or self.closed:
+            return
+        if not self.running:
+            self.running = True
+            threading.Thread(target=self._run, name="fhir-extras", daemon=True).start()
+        for job in jobs:
+            self.jobs.put(job)
+
+    def close(self) -> None:
+        """No more jobs: the feeder ends once the fetched ones are handed over."""
+        if not self.closed:
+            self.closed = True
+            self.jobs.put(None)
+
+    def _run(self) -> None:
+        def fetch(job: Job) -> None:
+            try:
+                result = self.execution._fetch_extra(job)
+            except Exception:
+                logger.exception("sync extra fetch failed")
+                result = (job, None, "internal_error")
+            self.out.put(_Msg("extra", 0, extra=result))
+
+        try:
+            with ThreadPoolExecutor(
+                max_workers=max(1, self.threads // 2), thread_name_prefix="fhir-extra"
+            ) as fetchers:
+                while (job := self.jobs.get()) is not None:
+                    fetchers.submit(fetch, job)
+        finally:
+            self.out.put(_Msg("extras_end", 0))
 
 
 @dataclass
@@ -120,6 +195,9 @@ class SyncExecution(ExtrasMixin, FinishMixin):
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     renewed_at: float = 0.0  # monotonic time of the last lease renewal
+    # References fetched beside the streams (whatever their outcome): not asked for again after.
+    references_fed: set[tuple[str, str]] = field(default_factory=set)
+    early: _EarlyExtras | None = None
 
     # -- setup --
 
@@ -128,6 +206,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             return self._execute()
 
     def _execute(self) -> str:
+        preparation_start()  # its processes start while the token and the first pages come
         run = self.run
         self.connection = Connection.objects.select_related("health_system").get(
             pk=run.connection_id
@@ -341,12 +420,15 @@ class SyncExecution(ExtrasMixin, FinishMixin):
 
     def _run_streams(self) -> bool:
         """Fetch and store every stream still to do; True when the attachments were fetched
-        beside them (see `_binaries_start`)."""
+        beside them (see `_EarlyExtras`)."""
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
         threads = plan.fetch_threads(concurrency)
         pending: deque[SyncStream] = deque(
-            self.run.streams.exclude(status__in=[StreamStatus.DONE, StreamStatus.FAILED]).order_by(
-                "id"
+            sorted(
+                self.run.streams.exclude(
+                    status__in=[StreamStatus.DONE, StreamStatus.FAILED]
+                ).order_by("id"),
+                key=_stream_priority,
             )
         )
         out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
@@ -355,7 +437,14 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         # Binaries are fetched while the other streams run, once the DocumentReferences this
         # execution fetches are all stored (a resumed run whose DocumentReferences were done
         # fetches them after the streams, in `_fetch_extras`).
-        early = _EarlyBinaries(wanted=any(s.resource_type == "DocumentReference" for s in pending))
+        early = self.early = _EarlyExtras(
+            self,
+            out,
+            binaries_wanted=any(s.resource_type == "DocumentReference" for s in pending),
+            references_stored=self._references_stored(),
+            reference_types=self._reference_types(),
+            threads=concurrency,
+        )
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
             try:
                 while pending or active or early.running:
@@ -363,6 +452,8 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                         stream = pending.popleft()
                         active[stream.pk] = stream
                         pool.submit(self._fetch_stream, stream, out)
+                    if not pending and not active:
+                        early.close()  # every stream stored: no more references to fetch
                     msg = out.get()
                     if msg.kind == "extra":
                         job, data, error = msg.extra
@@ -375,8 +466,9 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     stream = active[msg.stream_id]
                     if msg.kind == "page":
                         assert msg.page is not None
-                        for child in self._store_page(stream, msg.page):
-                            pending.append(child)
+                        # Observation's windows go first: the streams of the other types,
+                        # most of them a page or two, fill the requests in flight at the end.
+                        pending.extendleft(reversed(self._store_page(stream, msg.page)))
                     elif msg.kind == "quarantine":
                         self._quarantine(stream, msg)
                     elif msg.kind == "error":
@@ -387,12 +479,13 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     else:
                         self._stream_done(stream)
                         active.pop(stream.pk)
-                    if early.wanted and not any(
+                    if early.binaries_wanted and not any(
                         s.resource_type == "DocumentReference" for s in (*pending, *active.values())
                     ):
-                        self._binaries_start(early, out, concurrency)
+                        early.binaries()
             except BaseException:
                 self.stop.set()
+                early.close()
                 while active or early.running:  # drain so fetch threads blocked on put() can exit
                     try:
                         msg = out.get(timeout=0.1)
@@ -403,31 +496,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     elif msg.kind == "extras_end":
                         early.running = False
                 raise
-        return early.started
-
-    def _binaries_start(self, early: _EarlyBinaries, out: queue.Queue[_Msg], threads: int) -> None:
-        """Start fetching the attachments of the stored DocumentReferences on a feeder thread
-        of its own (half the requests in flight at most; the gate and the health system's limit
-        still bound the total), whose results reach the writer through `out`."""
-        early.wanted = False
-        early.started = True
-        early.documents = self._binary_jobs()
-        if not early.documents:
-            return
-        jobs = [("binary", "Binary", url) for url in sorted(early.documents)]
-
-        def feed() -> None:
-            try:
-                with ThreadPoolExecutor(
-                    max_workers=max(1, threads // 2), thread_name_prefix="fhir-binary"
-                ) as fetchers:
-                    for result in fetchers.map(self._fetch_extra, jobs):
-                        out.put(_Msg("extra", 0, extra=result))
-            finally:
-                out.put(_Msg("extras_end", 0))
-
-        early.running = True
-        threading.Thread(target=feed, name="fhir-binaries", daemon=True).start()
+        return early.binaries_started
 
     def _stop_reason(self, code: str) -> str:
         if code != "cancelled":
@@ -523,6 +592,8 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 if new and len(known) < int(S("FHIRLINK_SYNC_MAX_REFERENCES", 2000)):
                     self.run.references = sorted(known | new)
                     SyncRun.objects.filter(pk=self.run.pk).update(references=self.run.references)
+                    if self.early is not None:
+                        self.early.references({(t, i) for t, i in refs if f"{t}/{i}" in new})
             if stream.watermark_candidate is None:
                 stream.watermark_candidate = _server_time(page.server_date)
             stream.pages += 1
@@ -650,6 +721,15 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         if stream.status != StreamStatus.DONE:
             stream.status = StreamStatus.DONE
             stream.save(update_fields=["status"])
+
+
+def _stream_priority(stream: SyncStream) -> int:
+    """Streams that unlock more work first: Observation's probe page (its date windows, most
+    of a large record's pages, are fetched next), then the DocumentReferences (their
+    attachments are fetched once they are stored); the rest in their order."""
+    if stream.params.get("_probe"):
+        return 0
+    return 1 if stream.resource_type == "DocumentReference" else 2
 
 
 def _server_time(date_header: str) -> datetime:

@@ -1,7 +1,9 @@
 """Referenced resources (Practitioner, Organization, Location, Medication; fetched once per
-connection, after the streams) and DocumentReference attachments (Binary, within the size and
-content-type limits; fetched while the other streams run, once the DocumentReferences are
-stored, or after the streams on a resumed run), fetched concurrently and stored like a page.
+connection, beside the streams as soon as a stored page names them, or after the streams on a
+resumed run) and DocumentReference attachments (Binary, within the size and content-type
+limits; fetched while the other streams run, once the DocumentReferences are stored, or after
+the streams on a resumed run), fetched concurrently and stored like a page (the engine's
+`_EarlyExtras` feeds the fetches made beside the streams).
 
 A Binary over `FHIRLINK_SYNC_MAX_BINARY_BYTES` (by its attachment's declared `size`, before any
 request, or by what was actually downloaded) is never stored: the run records a
@@ -57,6 +59,7 @@ class ExtrasMixin:
     client: FhirClient
     base: str
     stop: threading.Event
+    references_fed: set[tuple[str, str]]
 
     if TYPE_CHECKING:
 
@@ -64,21 +67,33 @@ class ExtrasMixin:
 
         def _add_error(self, resource_type: str, code: str, **extra: Any) -> None: ...
 
-    def _fetch_extras(self, *, binaries: bool = True) -> None:
-        """After the streams: the references, and (`binaries`: they were not fetched beside
-        the streams) the Binaries."""
-        jobs: list[Job] = []
-        supported = set(
-            (self.connection.health_system.discovery or {}).get("resources") or plan.REFERENCE_TYPES
+    def _reference_types(self) -> set[str]:
+        """The referenced types to fetch: those the server supports, of `REFERENCE_TYPES`."""
+        supported = (self.connection.health_system.discovery or {}).get("resources")
+        return set(plan.REFERENCE_TYPES) & set(supported or plan.REFERENCE_TYPES)
+
+    def _references_stored(self) -> set[tuple[str, str]]:
+        """The connection's referenced resources already stored (fetched once per connection)."""
+        return set(
+            SyncedResource.objects.filter(
+                connection=self.connection, is_reference=True
+            ).values_list("resource_type", "fhir_id")
         )
-        refs = [tuple(r.split("/", 1)) for r in SyncRun.objects.get(pk=self.run.pk).references]
+
+    def _fetch_extras(self, *, binaries: bool = True) -> None:
+        """After the streams: the references not fetched beside them (a resumed run's earlier
+        ones), and (`binaries`: they were not fetched beside the streams) the Binaries."""
+        jobs: list[Job] = []
+        recorded = SyncRun.objects.get(pk=self.run.pk).references
+        refs = [
+            (t, i)
+            for t, _, i in (r.partition("/") for r in recorded)
+            if (t, i) not in self.references_fed
+        ]
         if refs:
-            have = set(
-                SyncedResource.objects.filter(
-                    connection=self.connection, is_reference=True
-                ).values_list("resource_type", "fhir_id")
-            )
-            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in supported]
+            have = self._references_stored()
+            types = self._reference_types()
+            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in types]
         documents = self._binary_jobs() if binaries else {}
         jobs += [("binary", "Binary", url) for url in sorted(documents)]
         if not jobs:

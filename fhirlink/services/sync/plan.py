@@ -51,6 +51,11 @@ READ_TYPES = ("Patient",)
 REFERENCE_TYPES = ("Practitioner", "Organization", "Location", "Medication")
 
 
+def model_types() -> tuple[str, ...]:
+    """Every resource type a sync may store (and so validate)."""
+    return (*TYPE_SPECS, *READ_TYPES, *REFERENCE_TYPES, "Binary")
+
+
 def setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 

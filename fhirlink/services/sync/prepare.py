@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -350,23 +351,36 @@ def collector_relaxed() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+def _pool_process_init(model_types: tuple[str, ...]) -> None:
+    """A pool process's start (billiard's `initializer`): load the models of `model_types`
+    now, not page by page. A cold pool's first pages used to wait about a second for one
+    model import after another, and the fetch threads, their queue full, with them. Then keep
+    the garbage collector from walking those models again (8 % of the pool's CPU): a pool
+    process only prepares pages."""
+    for resource_type in model_types:
+        _model_class(resource_type)
+    _settle()
+
+
 _settled = False
+
+
+def _settle() -> None:
+    global _settled
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    _settled = True
 
 
 def _prepare_chunk(
     resources: list[dict[str, Any]], wanted: tuple[str, ...], digest_key: bytes | None = None
 ) -> tuple[list[Prepared], Refs]:
     """In a pool process: resources prepared and validated, and their references."""
-    global _settled
     prepared = [prepare_one(r, digest_key=digest_key) for r in resources]
     refs = _references(resources, prepared, wanted)
-    if not _settled:
-        # The models the first page loaded stay for the process's life: keep the garbage
-        # collector from walking them again (8 % of the pool's CPU).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLD)  # a pool process only prepares pages
-        _settled = True
+    if not _settled:  # a pool started with no model types: settle once its first page is done
+        _settle()
     return prepared, refs
 
 
@@ -385,7 +399,32 @@ _pool_size = 0
 _pool_pid = 0  # the process that started `_pool` (a forked child must start its own)
 _pool_broken = False
 _pool_lock = threading.Lock()
+_pool_model_types: tuple[str, ...] = ()  # loaded by each pool process at its start
 POOL_TIMEOUT = 120  # seconds for one page's preparation before giving up on the pool
+
+
+def pool_start(size: int, model_types: Iterable[str]) -> None:
+    """Start the process's preparation pool now, if it is not running, without waiting for it:
+    its processes load the models of `model_types` while the caller goes on (a worker process
+    at its start, a sync at its own). Started by the first page instead, it made that page,
+    and the fetching behind it, wait for the pool."""
+    global _pool_model_types
+    _pool_model_types = tuple(sorted(set(model_types) | set(_pool_model_types)))
+    _get_pool(size)
+
+
+def pool_ready(timeout: float = 60) -> None:
+    """Wait until every process of the pool has started (the benchmark: a worker process that
+    started a while before its first sync)."""
+    pool, deadline = _pool, time.monotonic() + timeout
+    seen: set[int] = set()
+    while pool is not None and len(seen) < _pool_size and time.monotonic() < deadline:
+        seen |= set(pool.map(_pid_after, [0.05] * _pool_size, chunksize=1))
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
 
 
 def _get_pool(size: int) -> Any:
@@ -406,7 +445,11 @@ def _get_pool(size: int) -> Any:
 
                 if _pool is not None:
                     _pool.terminate()
-                _pool = billiard.get_context("spawn").Pool(processes=size)
+                _pool = billiard.get_context("spawn").Pool(
+                    processes=size,
+                    initializer=_pool_process_init,
+                    initargs=(_pool_model_types,),
+                )
                 _pool_size, _pool_pid = size, os.getpid()
             except (AssertionError, OSError, ValueError, ImportError):
                 logger.warning("sync: no preparation process pool; preparing inline")
