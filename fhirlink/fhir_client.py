@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,13 +89,20 @@ class HealthSystemLimiter:
         self.owner = uuid.uuid4().hex
         self.cache = limiter_cache()
         self._incr_keeps_expiry = isinstance(self.cache, RedisCache)
+        # Slots this limiter released last, tried first: usually free, so a thread taking over
+        # a slot another thread of the same sync just gave back asks the cache once, not once
+        # per slot before it (each ask, under the writer's GIL, cost milliseconds).
+        self._released: deque[int] = deque(maxlen=self.concurrency)
 
     def acquire(self, cancelled: Callable[[], bool] | None = None) -> str:
         delay = 0.005
         while True:
-            for slot in range(self.concurrency):
+            hinted = [*self._released]
+            for slot in (*hinted, *(n for n in range(self.concurrency) if n not in hinted)):
                 key = f"{self.prefix}:slot:{slot}"
                 if self.cache.add(key, self.owner, timeout=self.lease):
+                    with contextlib.suppress(ValueError):
+                        self._released.remove(slot)
                     self._rate_wait()
                     return key
             if cancelled is not None and cancelled():
@@ -104,25 +113,67 @@ class HealthSystemLimiter:
     def release(self, key: str) -> None:
         if self.cache.get(key) == self.owner:
             self.cache.delete(key)
+            self._released.append(int(key.rpartition(":")[2]))
 
     def _rate_wait(self) -> None:
         while True:
             second = int(time.time())
             # The counter of this second; the one of `RATE_KEYS` seconds ago has expired.
             key = f"{self.prefix}:rate:{second % RATE_KEYS}"
-            self.cache.add(key, 0, timeout=5)
-            try:
-                used = self.cache.incr(key)
-            except ValueError:
-                used = 1
+            if self._incr_keeps_expiry:
+                # Redis: created with its expiry, then INCR (atomic, keeps the expiry).
+                self.cache.add(key, 0, timeout=5)
+                try:
+                    used = self.cache.incr(key)
+                except ValueError:
+                    used = 1
             else:
-                # Redis's INCR keeps the expiry; a file cache's incr (get, then set with the
-                # default timeout) would keep the counter past its turn: expire it again.
-                if not self._incr_keeps_expiry:
-                    self.cache.touch(key, timeout=5)
+                # A file cache's incr is a get and a set anyway (with the default expiry, which
+                # would keep the counter past its turn): the same two, with the counter's expiry.
+                used = int(self.cache.get(key) or 0) + 1
+                self.cache.set(key, used, timeout=5)
             if used <= self.rate:
                 return
             time.sleep(max(0.0, second + 1 - time.time()) + 0.001)
+
+
+class FairGate:
+    """A counting semaphore that serves its waiters in the order they came: a release hands the
+    permit straight to the longest waiter. `threading.Semaphore` lets the releasing thread take
+    the permit back before the woken waiter runs; a sync's fetch threads, each releasing and
+    asking again at once, kept some threads (and the streams they held) waiting for seconds."""
+
+    def __init__(self, permits: int) -> None:
+        self._lock = threading.Lock()
+        self._free = max(1, permits)
+        self._waiters: deque[threading.Lock] = deque()  # each held until given a permit
+
+    def acquire(self, cancelled: Callable[[], bool] | None = None, poll: float = 0.2) -> None:
+        """Wait for a permit, in turn; raises `Cancelled` (giving up the place in line) once
+        `cancelled()` says so, checked every `poll` seconds."""
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        while not waiter.acquire(timeout=poll):
+            if cancelled is not None and cancelled():
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                        raise Cancelled()
+                # Handed a permit just now: pass it on.
+                self.release()
+                raise Cancelled()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
 
 
 @dataclass
@@ -163,7 +214,7 @@ class FhirClient:
     # This process's share of the limiter: a thread waits here (woken at once when a request
     # ends) before it asks the shared limiter (polled with backoff), so a run can keep more
     # threads than requests in flight and a slot never idles while its thread parses a page.
-    gate: threading.BoundedSemaphore | None = None
+    gate: FairGate | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_page_bytes: int = 20 * 1024 * 1024
     max_binary_bytes: int = 10 * 1024 * 1024
@@ -212,11 +263,8 @@ class FhirClient:
             self._sleep(wait)
 
     def _gate_enter(self) -> None:
-        if self.gate is None:
-            return
-        while not self.gate.acquire(timeout=0.2):
-            if self.cancelled():
-                raise Cancelled()
+        if self.gate is not None:
+            self.gate.acquire(self.cancelled)
 
     def _gate_exit(self) -> None:
         if self.gate is not None:

@@ -15,6 +15,7 @@ import responses
 from fhirlink import http
 from fhirlink.fhir_client import (
     Cancelled,
+    FairGate,
     FhirClient,
     FhirPageError,
     HealthSystemLimiter,
@@ -156,7 +157,7 @@ def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
         return 200, {"Content-Type": "application/fhir+json"}, json.dumps(BUNDLE)
 
     responses.add_callback(responses.GET, url, callback=slow)
-    c = client(gate=threading.BoundedSemaphore(2))
+    c = client(gate=FairGate(2))
     threads = [threading.Thread(target=lambda: [c.page(url) for _ in range(4)]) for _ in range(6)]
     for t in threads:
         t.start()
@@ -166,9 +167,64 @@ def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
     assert peak[0] == 2
 
     stop = threading.Event()
-    blocked = client(gate=threading.BoundedSemaphore(1), cancelled=stop.is_set)
+    blocked = client(gate=FairGate(1), cancelled=stop.is_set)
     assert blocked.gate is not None
     blocked.gate.acquire()  # every slot busy
     stop.set()
     with pytest.raises(Cancelled):
         blocked.page(url)
+
+
+def test_the_fair_gate_serves_its_waiters_in_turn():
+    """A thread that releases and asks again at once queues behind the threads already waiting
+    (a plain semaphore let it take the permit back, starving the others)."""
+    gate = FairGate(1)
+    gate.acquire()
+    order: list[object] = []
+
+    def wait_in_turn(n: int) -> None:
+        gate.acquire()
+        order.append(n)
+        gate.release()
+
+    threads = []
+    for n in range(3):
+        threads.append(threading.Thread(target=wait_in_turn, args=(n,)))
+        threads[-1].start()
+        time.sleep(0.05)  # in line in this order
+    gate.release()
+    gate.acquire()
+    order.append("again")
+    gate.release()
+    for t in threads:
+        t.join(timeout=5)
+    assert order == [0, 1, 2, "again"]
+
+
+def test_a_cancelled_waiter_leaves_the_fair_gates_line():
+    gate = FairGate(1)
+    gate.acquire()
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            gate.acquire(stop.is_set, poll=0.01)
+        except Cancelled as exc:
+            failed.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.05)
+    stop.set()
+    waiter.join(timeout=5)
+    assert len(failed) == 1
+    gate.release()  # back to one free permit: nobody is left in line to take it
+    done = threading.Event()
+
+    def take() -> None:
+        gate.acquire()
+        done.set()
+
+    threading.Thread(target=take).start()
+    assert done.wait(timeout=2)

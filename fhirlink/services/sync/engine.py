@@ -2,12 +2,13 @@
 
 Concurrency (why threads inside one task, not fan-out tasks): HTTP waits dominate, so a bounded
 pool of fetch threads (the health system's concurrency, shared with every other worker through
-`HealthSystemLimiter`) follows each stream's next links and starts each page's validation in the
-preparation process pool (`prepare.prepare_start`, not waited for: the thread fetches on), while
-the task's own thread does all database work: wait for the page's preparation, encrypt (the
-patient's key once per page), upsert the page and checkpoint the stream in one transaction.
-One writer per connection keeps checkpoints simple and SQLite happy; a bounded queue between
-fetchers and the writer bounds memory (pages are streamed: a whole type is never held).
+`HealthSystemLimiter`) takes the streams' pages in turn, one page at a time (`_Ready`), and
+starts each page's validation in the preparation process pool (`prepare.prepare_start`, not
+waited for: the thread fetches on), while the task's own thread does all database work: wait
+for the page's preparation, encrypt (the patient's key once per page), upsert the page and
+checkpoint the stream in one transaction. One writer per connection keeps checkpoints simple
+and SQLite happy; a bounded queue between fetchers and the writer bounds memory (pages are
+streamed: a whole type is never held).
 
 Streams: one per permitted type; Observation's full pass starts with a probe page and then
 splits into date windows (plan.observation_windows) fetched in parallel. A stream's checkpoint
@@ -17,21 +18,22 @@ Never two runs of one connection at once: a partial unique constraint allows one
 run per connection, and the executing worker holds a lease renewed after every page (a dead
 worker's run is taken over when its lease expires).
 
-Starting and claiming runs live in `runs.py`; the referenced resources (fetched after the
-streams) and the attachments (fetched beside the remaining streams once the DocumentReferences
-are stored, by a feeder thread whose results reach the writer through the same queue) in
-`extras.py`; counts, watermarks and the access-log entry at the end of a
-run in `finish.py`.
+Starting and claiming runs live in `runs.py`; the referenced resources (fetched as soon as a
+stored page names them) and the attachments (fetched beside the remaining streams once the
+DocumentReferences are stored), both by a feeder thread whose results reach the writer through
+the same queue (`_EarlyExtras`), in `extras.py`; counts, watermarks and the access-log entry at
+the end of a run in `finish.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -46,6 +48,7 @@ from fhirlink import http, vault
 from fhirlink.exceptions import ConnectionGone, ConnectionNotFound, ReauthRequired
 from fhirlink.fhir_client import (
     Cancelled,
+    FairGate,
     FhirClient,
     FhirPageError,
     HealthSystemLimiter,
@@ -112,12 +115,48 @@ class _Msg:
     extra: Any = None  # (job, resource or None, error code) of a Binary fetched early
 
 
+@dataclass
+class _Fetching:
+    """A stream being fetched: the URL of its next page, and what its fetching has seen."""
+
+    stream: SyncStream
+    url: str
+    pages: int  # fetched so far (a resumed stream counts its stored pages)
+    seen: set[str] = field(default_factory=set)  # URLs fetched (a looping next link)
+
+
+class _Ready:
+    """The streams whose next page is due, in line for the fetch threads, which take one page
+    at a time: a stream goes back to the end of the line after each page, so all streams move
+    on together and end close together. With a thread per stream, the last long stream started
+    was fetched alone at the end (about a second with 150 ms of latency), the other requests in
+    flight idle. Observation's probe (its date windows follow) and the DocumentReferences
+    (their attachments follow) go first."""
+
+    def __init__(self) -> None:
+        self._line: queue.PriorityQueue[tuple[int, int, _Fetching | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+
+    def put(self, fetching: _Fetching) -> None:
+        self._line.put((_stream_priority(fetching.stream), next(self._order), fetching))
+
+    def take(self) -> _Fetching | None:
+        return self._line.get()[2]
+
+    def close(self, threads: int) -> None:
+        """Each thread stops when it comes to one of these (after every stream in line)."""
+        for _ in range(threads):
+            self._line.put((len(_PRIORITIES), next(self._order), None))
+
+
 class _EarlyExtras:
     """The extras fetched while the streams run: each referenced resource as soon as a stored
     page names it (not after the streams: their tail went from about a second to nothing), and
     the Binaries once the DocumentReferences are stored. A feeder thread takes the jobs in turn
-    (half the requests in flight at most; the gate and the health system's limit still bound
-    the total) and its fetchers hand the results to the writer through the streams' queue."""
+    and its fetchers (as many as requests in flight, shared with the streams' fetch threads
+    through the gate and the health system's limit: with half as many, the references named by
+    the last pages were fetched two at a time after the streams) hand the results to the
+    writer through the streams' queue."""
 
     def __init__(
         self,
@@ -180,7 +219,7 @@ class _EarlyExtras:
 
         try:
             with ThreadPoolExecutor(
-                max_workers=max(1, self.threads // 2), thread_name_prefix="fhir-extra"
+                max_workers=self.threads, thread_name_prefix="fhir-extra"
             ) as fetchers:
                 while (job := self.jobs.get()) is not None:
                     fetchers.submit(fetch, job)
@@ -245,7 +284,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             ),
             max_page_bytes=int(S("FHIRLINK_SYNC_MAX_PAGE_BYTES", 20 * 1024 * 1024)),
             max_binary_bytes=int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024)),
-            gate=threading.BoundedSemaphore(concurrency),
+            gate=FairGate(concurrency),
             cancelled=self.stop.is_set,
         )
         try:
@@ -326,9 +365,18 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             return f"{self.base.rstrip('/')}/{params['_read']}"
         return self.client.search_url(stream.resource_type, params)
 
-    def _fetch_stream(self, stream: SyncStream, out: queue.Queue[_Msg]) -> None:
+    def _fetch_pages(self, ready: _Ready, out: queue.Queue[_Msg]) -> None:
+        """A fetch thread: the next page of whichever stream is first in line, until closed."""
         try:
-            self._fetch_stream_inner(stream, out)
+            while (fetching := ready.take()) is not None:
+                self._fetch_step(fetching, ready, out)
+        finally:
+            close_old_connections()
+
+    def _fetch_step(self, fetching: _Fetching, ready: _Ready, out: queue.Queue[_Msg]) -> None:
+        stream = fetching.stream
+        try:
+            self._fetch_page(fetching, ready, out)
         except Cancelled:
             out.put(_Msg("error", stream.pk, code="cancelled"))
         except (ReauthRequired, ConnectionGone, ConnectionNotFound) as exc:
@@ -342,11 +390,13 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         except Exception:
             logger.exception("sync stream %s failed", stream.pk)
             out.put(_Msg("error", stream.pk, code="internal_error"))
-        finally:
-            close_old_connections()
 
-    def _fetch_stream_inner(self, stream: SyncStream, out: queue.Queue[_Msg]) -> None:
-        url = self._first_url(stream)
+    def _fetch_page(self, fetching: _Fetching, ready: _Ready, out: queue.Queue[_Msg]) -> None:
+        """One page of a stream, handed to the writer; the stream goes back in line for its
+        next page, or ends."""
+        stream, url = fetching.stream, fetching.url
+        if self.stop.is_set():
+            raise Cancelled()
         if "_read" in stream.params:
             retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
             try:
@@ -368,53 +418,41 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             )
             out.put(_Msg("end", stream.pk))
             return
-        max_pages = int(S("FHIRLINK_SYNC_MAX_PAGES", 5000))
+        if fetching.pages >= int(S("FHIRLINK_SYNC_MAX_PAGES", 5000)):
+            raise LimitExceeded("too_many_pages")
         page_retries = int(S("FHIRLINK_SYNC_PAGE_RETRIES", 2))
-        seen: set[str] = set()
-        pages = stream.pages
-        while url:
-            if self.stop.is_set():
-                raise Cancelled()
-            if pages >= max_pages:
-                raise LimitExceeded("too_many_pages")
-            page: Page | None = None
-            for attempt in range(page_retries + 1):
-                try:
-                    page = self.client.page(url)
-                except FhirPageError as exc:
-                    out.put(
-                        _Msg(
-                            "quarantine", stream.pk, code=exc.code, body=exc.body, status=exc.status
-                        )
-                    )
-                    if attempt == page_retries:
-                        out.put(_Msg("error", stream.pk, code=exc.code))
-                        return
-                    continue
-                if page.next_url and (page.next_url in seen or page.next_url == url):
-                    # A looping next link: the page itself is fine; ask again for a good link.
-                    if attempt == page_retries:
-                        out.put(
-                            _Msg(
-                                "page",
-                                stream.pk,
-                                page=replace(page, next_url=""),
-                            )
-                        )
-                        out.put(_Msg("error", stream.pk, code=LoopingNextLink.code))
-                        return
-                    page = None
-                    continue
-                break
-            assert page is not None
-            seen.add(url)
-            pages += 1
-            self._prepare(page)
-            out.put(_Msg("page", stream.pk, page=page))
-            if stream.params.get("_probe"):
-                break  # the writer splits the rest into date windows
-            url = page.next_url
-        out.put(_Msg("end", stream.pk))
+        page: Page | None = None
+        for attempt in range(page_retries + 1):
+            try:
+                page = self.client.page(url)
+            except FhirPageError as exc:
+                out.put(
+                    _Msg("quarantine", stream.pk, code=exc.code, body=exc.body, status=exc.status)
+                )
+                if attempt == page_retries:
+                    out.put(_Msg("error", stream.pk, code=exc.code))
+                    return
+                continue
+            if page.next_url and (page.next_url in fetching.seen or page.next_url == url):
+                # A looping next link: the page itself is fine; ask again for a good link.
+                if attempt == page_retries:
+                    out.put(_Msg("page", stream.pk, page=replace(page, next_url="")))
+                    out.put(_Msg("error", stream.pk, code=LoopingNextLink.code))
+                    return
+                page = None
+                continue
+            break
+        assert page is not None
+        fetching.seen.add(url)
+        fetching.pages += 1
+        self._prepare(page)
+        out.put(_Msg("page", stream.pk, page=page))
+        if stream.params.get("_probe") or not page.next_url:
+            # The end (a probe's rest is split into date windows by the writer).
+            out.put(_Msg("end", stream.pk))
+            return
+        fetching.url = page.next_url
+        ready.put(fetching)
 
     # -- the writer (this thread) --
 
@@ -423,70 +461,43 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         beside them (see `_EarlyExtras`)."""
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
         threads = plan.fetch_threads(concurrency)
-        pending: deque[SyncStream] = deque(
-            sorted(
-                self.run.streams.exclude(
-                    status__in=[StreamStatus.DONE, StreamStatus.FAILED]
-                ).order_by("id"),
-                key=_stream_priority,
+        out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
+        ready = _Ready()
+        active: dict[int, SyncStream] = {}
+
+        def start(stream: SyncStream) -> None:
+            active[stream.pk] = stream
+            ready.put(_Fetching(stream, self._first_url(stream), stream.pages))
+
+        streams = list(
+            self.run.streams.exclude(status__in=[StreamStatus.DONE, StreamStatus.FAILED]).order_by(
+                "id"
             )
         )
-        out: queue.Queue[_Msg] = queue.Queue(maxsize=concurrency)
-        active: dict[int, SyncStream] = {}
-        self.ended: set[int] = set()
         # Binaries are fetched while the other streams run, once the DocumentReferences this
         # execution fetches are all stored (a resumed run whose DocumentReferences were done
         # fetches them after the streams, in `_fetch_extras`).
         early = self.early = _EarlyExtras(
             self,
             out,
-            binaries_wanted=any(s.resource_type == "DocumentReference" for s in pending),
+            binaries_wanted=any(s.resource_type == "DocumentReference" for s in streams),
             references_stored=self._references_stored(),
             reference_types=self._reference_types(),
             threads=concurrency,
         )
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
+            for stream in streams:
+                start(stream)
+            for _ in range(threads):
+                pool.submit(self._fetch_pages, ready, out)
             try:
-                while pending or active or early.running:
-                    while pending and len(active) < threads:
-                        stream = pending.popleft()
-                        active[stream.pk] = stream
-                        pool.submit(self._fetch_stream, stream, out)
-                    if not pending and not active:
-                        early.close()  # every stream stored: no more references to fetch
-                    msg = out.get()
-                    if msg.kind == "extra":
-                        job, data, error = msg.extra
-                        self._extra_fetched(job, data, error, early.documents, early.batches)
-                        continue
-                    if msg.kind == "extras_end":
-                        self._store_extras(early.batches)
-                        early.running = False
-                        continue
-                    stream = active[msg.stream_id]
-                    if msg.kind == "page":
-                        assert msg.page is not None
-                        # Observation's windows go first: the streams of the other types,
-                        # most of them a page or two, fill the requests in flight at the end.
-                        pending.extendleft(reversed(self._store_page(stream, msg.page)))
-                    elif msg.kind == "quarantine":
-                        self._quarantine(stream, msg)
-                    elif msg.kind == "error":
-                        self._stream_failed(stream, msg.code)
-                        active.pop(stream.pk)
-                        if msg.code in RUN_ENDING_CODES:
-                            raise StopRun(self._stop_reason(msg.code))
-                    else:
-                        self._stream_done(stream)
-                        active.pop(stream.pk)
-                    if early.binaries_wanted and not any(
-                        s.resource_type == "DocumentReference" for s in (*pending, *active.values())
-                    ):
-                        early.binaries()
+                self._write(out, active, early, start)
             except BaseException:
                 self.stop.set()
                 early.close()
-                while active or early.running:  # drain so fetch threads blocked on put() can exit
+                # Drain so that fetch threads blocked on put() can go on: each stream still in
+                # line ends with "cancelled" at its next turn.
+                while active or early.running:
                     try:
                         msg = out.get(timeout=0.1)
                     except queue.Empty:
@@ -496,7 +507,49 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                     elif msg.kind == "extras_end":
                         early.running = False
                 raise
+            finally:
+                ready.close(threads)
         return early.binaries_started
+
+    def _write(
+        self,
+        out: queue.Queue[_Msg],
+        active: dict[int, SyncStream],
+        early: _EarlyExtras,
+        start: Callable[[SyncStream], None],
+    ) -> None:
+        """Store what the fetch threads hand over, until every stream and extra is done."""
+        while active or early.running:
+            if not active:
+                early.close()  # every stream stored: no more references to fetch
+            msg = out.get()
+            if msg.kind == "extra":
+                job, data, error = msg.extra
+                self._extra_fetched(job, data, error, early.documents, early.batches)
+                continue
+            if msg.kind == "extras_end":
+                self._store_extras(early.batches)
+                early.running = False
+                continue
+            stream = active[msg.stream_id]
+            if msg.kind == "page":
+                assert msg.page is not None
+                for child in self._store_page(stream, msg.page):
+                    start(child)
+            elif msg.kind == "quarantine":
+                self._quarantine(stream, msg)
+            elif msg.kind == "error":
+                self._stream_failed(stream, msg.code)
+                active.pop(stream.pk)
+                if msg.code in RUN_ENDING_CODES:
+                    raise StopRun(self._stop_reason(msg.code))
+            else:
+                self._stream_done(stream)
+                active.pop(stream.pk)
+            if early.binaries_wanted and not any(
+                s.resource_type == "DocumentReference" for s in active.values()
+            ):
+                early.binaries()
 
     def _stop_reason(self, code: str) -> str:
         if code != "cancelled":
@@ -723,13 +776,18 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             stream.save(update_fields=["status"])
 
 
+_PRIORITIES = ("probe", "DocumentReference", "rest")
+
+
 def _stream_priority(stream: SyncStream) -> int:
     """Streams that unlock more work first: Observation's probe page (its date windows, most
-    of a large record's pages, are fetched next), then the DocumentReferences (their
-    attachments are fetched once they are stored); the rest in their order."""
+    of a large record's pages, follow it), then the DocumentReferences (their attachments are
+    fetched once they are stored); the rest in turn."""
     if stream.params.get("_probe"):
-        return 0
-    return 1 if stream.resource_type == "DocumentReference" else 2
+        return _PRIORITIES.index("probe")
+    if stream.resource_type == "DocumentReference":
+        return _PRIORITIES.index("DocumentReference")
+    return _PRIORITIES.index("rest")
 
 
 def _server_time(date_header: str) -> datetime:
