@@ -41,7 +41,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.db import close_old_connections, reset_queries, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from fhirlink import http, vault
@@ -76,7 +75,15 @@ from fhirlink.services.sync.prepare import (
     pool_start,
     prepare_start,
 )
-from fhirlink.services.sync.runs import RUN_ENDING_CODES, USABLE, StopRun, sync_claim
+from fhirlink.services.sync.runs import (
+    RUN_ENDING_CODES,
+    USABLE,
+    StopRun,
+    row_update,
+    run_page_counted,
+    run_state,
+    sync_claim,
+)
 from fhirlink.services.sync.store import fhir_datetime, payload_digest_key, resource_upsert_page
 from fhirlink.services.tokens import connection_access_token, connection_refresh
 from patientportal.consent.models import Purpose
@@ -570,24 +577,20 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         and consent re-checked, when a quarter of it has passed (a write per page cost the
         SQLite writer a commit each)."""
         lease = timedelta(seconds=int(S("FHIRLINK_SYNC_LEASE_SECONDS", 60)))
-        state = (
-            SyncRun.objects.filter(pk=self.run.pk)
-            .values("cancel_requested", "lease_owner", "status", "connection__status")
-            .first()
-        )
+        state = run_state(self.run.pk)
         if (
             state is None
-            or state["lease_owner"] != self.owner
-            or state["status"] != SyncRunStatus.RUNNING
-            or state["cancel_requested"]
+            or state.lease_owner != self.owner
+            or state.status != SyncRunStatus.RUNNING
+            or state.cancel_requested
         ):
-            if state is None or not state["cancel_requested"]:
+            if state is None or not state.cancel_requested:
                 self._stop_code = "lease_lost"
             self.stop.set()
             raise StopRun(self._stop_reason("cancelled"))
-        if state["connection__status"] not in USABLE:
+        if state.connection_status not in USABLE:
             self.stop.set()
-            raise StopRun(f"connection_{state['connection__status'] or 'gone'}")
+            raise StopRun(f"connection_{state.connection_status or 'gone'}")
         now = time.monotonic()
         if now - self.renewed_at < lease.total_seconds() / 4:
             return
@@ -663,25 +666,8 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 children = self._split_observation(stream, page, resources)
                 stream.status = StreamStatus.DONE
                 stream.next_url = ""
-            stream.save(
-                update_fields=[
-                    "pages",
-                    "bytes",
-                    "fetched",
-                    "created",
-                    "updated",
-                    "unchanged",
-                    "invalid",
-                    "next_url",
-                    "status",
-                    "watermark_candidate",
-                ]
-            )
-            SyncRun.objects.filter(pk=self.run.pk).update(
-                pages=F("pages") + 1,
-                bytes=F("bytes") + page.size,
-                requests=self.client.requests_made,
-            )
+            row_update(stream, CHECKPOINT_FIELDS)
+            run_page_counted(self.run.pk, size=page.size, requests=self.client.requests_made)
         return children
 
     def _split_observation(
@@ -777,6 +763,21 @@ class SyncExecution(ExtrasMixin, FinishMixin):
 
 
 _PRIORITIES = ("probe", "DocumentReference", "rest")
+
+
+# A stream's checkpoint, written with the page it follows.
+CHECKPOINT_FIELDS = (
+    "pages",
+    "bytes",
+    "fetched",
+    "created",
+    "updated",
+    "unchanged",
+    "invalid",
+    "next_url",
+    "status",
+    "watermark_candidate",
+)
 
 
 def _stream_priority(stream: SyncStream) -> int:

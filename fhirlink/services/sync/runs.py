@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
+from django.db import connection as db
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from fhirlink.models import (
@@ -139,3 +142,79 @@ def sync_resume_stale() -> list[str]:
             status=SyncRunStatus.QUEUED, created_at__lt=now - timedelta(minutes=10)
         ).values_list("connection_id", flat=True)
     ]
+
+
+# --- The writer's per-page statements --------------------------------------------------------
+# Written as SQL here, not through the ORM: they run for every page, and building and compiling
+# their ORM queries cost ten times running them (0.34 against 0.03 ms for the state read,
+# measured on SQLite; about a second of a large first sync's writer thread, which is the
+# pipeline's bottleneck). Table and column names come from the models; values are bound
+# parameters, adapted by their model fields.
+
+
+def _column(model: type[Model], name: str) -> tuple[str, Field[Any, Any]]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    assert field.column
+    return db.ops.quote_name(field.column), field
+
+
+class RunState(NamedTuple):
+    cancel_requested: bool
+    lease_owner: str
+    status: str
+    connection_status: str | None  # None: the connection is gone
+
+
+def run_state(run_id: Any) -> RunState | None:
+    """What the writer checks before every page, or None when the run is gone."""
+    run, conn = SyncRun._meta, Connection._meta
+    cancel, _ = _column(SyncRun, "cancel_requested")
+    owner, _ = _column(SyncRun, "lease_owner")
+    status, _ = _column(SyncRun, "status")
+    run_conn, _ = _column(SyncRun, "connection")
+    run_id_col, id_field = _column(SyncRun, "id")
+    conn_status, _ = _column(Connection, "status")
+    conn_id, _ = _column(Connection, "id")
+    r, c = db.ops.quote_name(run.db_table), db.ops.quote_name(conn.db_table)
+    sql = (
+        f"SELECT {r}.{cancel}, {r}.{owner}, {r}.{status}, {c}.{conn_status} "  # noqa: S608 (names)
+        f"FROM {r} LEFT JOIN {c} ON {c}.{conn_id} = {r}.{run_conn} WHERE {r}.{run_id_col} = %s"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, [id_field.get_db_prep_value(run_id, db)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return RunState(bool(row[0]), str(row[1]), str(row[2]), None if row[3] is None else str(row[3]))
+
+
+def row_update(instance: Model, fields: Sequence[str]) -> None:
+    """UPDATE the instance's row with its current values of `fields` (a stream's checkpoint)."""
+    model = type(instance)
+    sets, values = [], []
+    for name in fields:
+        column, field = _column(model, name)
+        sets.append(f"{column} = %s")
+        values.append(field.get_db_prep_save(getattr(instance, field.attname), db))
+    pk_column, pk_field = _column(model, model._meta.pk.name)
+    values.append(pk_field.get_db_prep_value(instance.pk, db))
+    table = db.ops.quote_name(model._meta.db_table)
+    sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {pk_column} = %s"  # noqa: S608 (names)
+    with db.cursor() as cursor:
+        cursor.execute(sql, values)
+
+
+def run_page_counted(run_id: Any, *, size: int, requests: int) -> None:
+    """A stored page in the run's counters: pages + 1, bytes + size, requests so far."""
+    pages, _ = _column(SyncRun, "pages")
+    size_col, _ = _column(SyncRun, "bytes")
+    requests_col, _ = _column(SyncRun, "requests")
+    id_col, id_field = _column(SyncRun, "id")
+    table = db.ops.quote_name(SyncRun._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {pages} = {pages} + 1, {size_col} = {size_col} + %s, "  # noqa: S608
+        f"{requests_col} = %s WHERE {id_col} = %s"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, [size, requests, id_field.get_db_prep_value(run_id, db)])

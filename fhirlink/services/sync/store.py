@@ -172,7 +172,7 @@ def _date_adapter() -> Callable[[datetime | None], Any]:
 
     def utc_text(value: datetime | None) -> Any:
         if value is not None and value.tzinfo is UTC:
-            return str(value.replace(tzinfo=None))
+            return value.isoformat(" ")[:-6]  # less its "+00:00": str() of the naive value
         return adapt(value)
 
     return utc_text
