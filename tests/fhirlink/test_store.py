@@ -490,3 +490,35 @@ def test_the_stores_date_adaptation_is_the_backends(db):
         datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5))),
     ]:
         assert adapt(value) == db_connection.ops.adapt_datetimefield_value(value)
+
+
+def test_a_started_pool_has_its_models_loaded_before_its_first_page(monkeypatch):
+    """`pool_start` (a worker process's start, a sync's) spawns the processes, each of which
+    loads the given types' models at its start, not with the first page of each type."""
+    from fhirlink.services.sync import prepare
+
+    prepare.pool_close()
+    monkeypatch.setattr(prepare, "_pool_model_types", ())
+    try:
+        prepare.pool_start(2, ["Observation", "Encounter", "NoSuchType"])
+        prepare.pool_ready()
+        assert prepare._pool is not None
+        # Asked of the pool's processes (by reference: a spawned process imports only
+        # `prepare`), before any page: the types looked up at their start, one not a model.
+        states = prepare._pool.map(prepare._process_state, [0.05] * 8, chunksize=1)
+        assert {loaded for _, loaded in states} == {3}
+    finally:
+        prepare.pool_close()
+
+
+def test_a_worker_process_starts_its_pool_unless_told_not_to(settings, monkeypatch):
+    from fhirlink import sync_tasks
+    from fhirlink.services.sync import engine
+
+    started: list[int] = []
+    monkeypatch.setattr(engine, "preparation_start", lambda: started.append(1))
+    settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START = True
+    sync_tasks.sync_preparation_start()
+    settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START = False
+    sync_tasks.sync_preparation_start()
+    assert started == [1]

@@ -419,12 +419,14 @@ def pool_ready(timeout: float = 60) -> None:
     pool, deadline = _pool, time.monotonic() + timeout
     seen: set[int] = set()
     while pool is not None and len(seen) < _pool_size and time.monotonic() < deadline:
-        seen |= set(pool.map(_pid_after, [0.05] * _pool_size, chunksize=1))
+        seen |= {pid for pid, _ in pool.map(_process_state, [0.05] * _pool_size, chunksize=1)}
 
 
-def _pid_after(seconds: float) -> int:
-    time.sleep(seconds)
-    return os.getpid()
+def _process_state(pause: float) -> tuple[int, int]:
+    """In a pool process, after `pause` seconds (so that every process gets a turn): its pid,
+    and how many resource types it has looked up the models of."""
+    time.sleep(pause)
+    return os.getpid(), _model_class.cache_info().currsize
 
 
 def _get_pool(size: int) -> Any:
