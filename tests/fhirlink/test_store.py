@@ -522,3 +522,65 @@ def test_a_worker_process_starts_its_pool_unless_told_not_to(settings, monkeypat
     settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START = False
     sync_tasks.sync_preparation_start()
     assert started == [1]
+
+
+POOL_OWNER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from fhirlink.services.sync import prepare
+
+if __name__ == "__main__":
+    prepare.pool_start(2, ["Observation"])
+    prepare.pool_ready()
+    pids = set(pid for pid, _ in prepare._pool.map(prepare._process_state, [0.05] * 8))
+    sys.stdout.flush()
+    holder = os.fork()  # holds the pool's pipes too, as any process forked from it would
+    if holder == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(holder, *pids)
+    sys.stdout.flush()
+    time.sleep(120)
+"""
+
+
+def test_a_pools_processes_exit_when_the_process_that_started_it_is_killed(tmp_path):
+    """A worker killed with SIGKILL leaves no preparation processes behind, even while another
+    process still holds the pool's pipes (which kept them waiting for tasks for ever)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "owner.py"
+    script.write_text(POOL_OWNER.format(root=str(Path(__file__).resolve().parents[2])))
+    owner = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        holder, *pool = (int(p) for p in owner.stdout.readline().split())
+        pids = set(pool)
+        assert len(pids) == 2
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"  # a zombie has exited (its new parent may not reap it)
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for pid in [*left, holder]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []

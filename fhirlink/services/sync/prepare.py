@@ -357,9 +357,20 @@ def _pool_process_init(model_types: tuple[str, ...]) -> None:
     model import after another, and the fetch threads, their queue full, with them. Then keep
     the garbage collector from walking those models again (8 % of the pool's CPU): a pool
     process only prepares pages."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     for resource_type in model_types:
         _model_class(resource_type)
     _settle()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a pool process: exit once the process that started the pool is gone. A pool's
+    processes outlived a worker killed with SIGKILL (by the OOM killer, an orchestrator, the
+    kill test): each holds both ends of the pool's task pipe, so it never reads an end of file,
+    and waits for tasks forever."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
 
 
 _settled = False
