@@ -262,23 +262,17 @@ def _data_key_read(patient_id: uuid.UUID | str) -> tuple[str, bytes] | None:
     compiling the ORM query cost four times the query itself (0.33 vs 0.08 ms, measured).
     Table and column names come from the model; the value is a bound parameter."""
     from django.db import connections, router
-    from django.db.models import Field
 
+    from fhirlink import sqlnames
     from fhirlink.models import PatientDataKey
 
     db = connections[router.db_for_read(PatientDataKey)]
-    meta = PatientDataKey._meta
     patient = PatientDataKey.patient.field
-
-    def column(name: str) -> str:
-        field = meta.get_field(name)
-        assert isinstance(field, Field)
-        assert field.column
-        return db.ops.quote_name(field.column)
-
-    key_id, wrapped_key, owner = column("key_id"), column("wrapped_key"), column("patient")
-    table = db.ops.quote_name(meta.db_table)
-    sql = f"SELECT {key_id}, {wrapped_key} FROM {table} WHERE {owner} = %s"  # noqa: S608 (names)
+    column, table = sqlnames.columns(PatientDataKey), sqlnames.table(PatientDataKey)
+    sql = (
+        f"SELECT {column['key_id']}, {column['wrapped_key']} FROM {table} "  # noqa: S608 (names)
+        f"WHERE {column['patient']} = %s"
+    )
     value = patient.target_field.get_db_prep_value(patient_id, db)
     with db.cursor() as cursor:
         cursor.execute(sql, [value])

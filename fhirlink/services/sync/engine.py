@@ -153,7 +153,7 @@ class _Ready:
     def close(self, threads: int) -> None:
         """Each thread stops when it comes to one of these (after every stream in line)."""
         for _ in range(threads):
-            self._line.put((len(_PRIORITIES), next(self._order), None))
+            self._line.put((LAST, next(self._order), None))
 
 
 class _EarlyExtras:
@@ -762,9 +762,6 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             stream.save(update_fields=["status"])
 
 
-_PRIORITIES = ("probe", "DocumentReference", "rest")
-
-
 # A stream's checkpoint, written with the page it follows.
 CHECKPOINT_FIELDS = (
     "pages",
@@ -780,15 +777,19 @@ CHECKPOINT_FIELDS = (
 )
 
 
+# A stream's place in line (`_Ready`): streams that unlock more work first.
+FIRST_PROBE, FIRST_DOCUMENTS, IN_TURN, LAST = range(4)
+
+
 def _stream_priority(stream: SyncStream) -> int:
-    """Streams that unlock more work first: Observation's probe page (its date windows, most
-    of a large record's pages, follow it), then the DocumentReferences (their attachments are
-    fetched once they are stored); the rest in turn."""
+    """Observation's probe page (its date windows, most of a large record's pages, follow it),
+    then the DocumentReferences (their attachments are fetched once they are stored); the rest
+    in turn."""
     if stream.params.get("_probe"):
-        return _PRIORITIES.index("probe")
+        return FIRST_PROBE
     if stream.resource_type == "DocumentReference":
-        return _PRIORITIES.index("DocumentReference")
-    return _PRIORITIES.index("rest")
+        return FIRST_DOCUMENTS
+    return IN_TURN
 
 
 def _server_time(date_header: str) -> datetime:

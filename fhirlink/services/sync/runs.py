@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
+from functools import cache
 from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
@@ -12,6 +12,7 @@ from django.db import connection as db
 from django.db.models import Field, Model
 from django.utils import timezone
 
+from fhirlink import sqlnames
 from fhirlink.models import (
     Connection,
     ConnectionStatus,
@@ -152,13 +153,6 @@ def sync_resume_stale() -> list[str]:
 # parameters, adapted by their model fields.
 
 
-def _column(model: type[Model], name: str) -> tuple[str, Field[Any, Any]]:
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field)
-    assert field.column
-    return db.ops.quote_name(field.column), field
-
-
 class RunState(NamedTuple):
     cancel_requested: bool
     lease_owner: str
@@ -168,53 +162,66 @@ class RunState(NamedTuple):
 
 def run_state(run_id: Any) -> RunState | None:
     """What the writer checks before every page, or None when the run is gone."""
-    run, conn = SyncRun._meta, Connection._meta
-    cancel, _ = _column(SyncRun, "cancel_requested")
-    owner, _ = _column(SyncRun, "lease_owner")
-    status, _ = _column(SyncRun, "status")
-    run_conn, _ = _column(SyncRun, "connection")
-    run_id_col, id_field = _column(SyncRun, "id")
-    conn_status, _ = _column(Connection, "status")
-    conn_id, _ = _column(Connection, "id")
-    r, c = db.ops.quote_name(run.db_table), db.ops.quote_name(conn.db_table)
-    sql = (
-        f"SELECT {r}.{cancel}, {r}.{owner}, {r}.{status}, {c}.{conn_status} "  # noqa: S608 (names)
-        f"FROM {r} LEFT JOIN {c} ON {c}.{conn_id} = {r}.{run_conn} WHERE {r}.{run_id_col} = %s"
-    )
     with db.cursor() as cursor:
-        cursor.execute(sql, [id_field.get_db_prep_value(run_id, db)])
+        cursor.execute(_run_state_sql(), [_run_id(run_id)])
         row = cursor.fetchone()
     if row is None:
         return None
     return RunState(bool(row[0]), str(row[1]), str(row[2]), None if row[3] is None else str(row[3]))
 
 
-def row_update(instance: Model, fields: Sequence[str]) -> None:
+def row_update(instance: Model, fields: tuple[str, ...]) -> None:
     """UPDATE the instance's row with its current values of `fields` (a stream's checkpoint)."""
-    model = type(instance)
-    sets, values = [], []
+    meta = instance._meta
+    values = []
     for name in fields:
-        column, field = _column(model, name)
-        sets.append(f"{column} = %s")
+        field = meta.get_field(name)
+        assert isinstance(field, Field)
         values.append(field.get_db_prep_save(getattr(instance, field.attname), db))
-    pk_column, pk_field = _column(model, model._meta.pk.name)
-    values.append(pk_field.get_db_prep_value(instance.pk, db))
-    table = db.ops.quote_name(model._meta.db_table)
-    sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {pk_column} = %s"  # noqa: S608 (names)
+    assert meta.pk is not None
+    values.append(meta.pk.get_db_prep_value(instance.pk, db))
     with db.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(_update_sql(type(instance), fields), values)
 
 
 def run_page_counted(run_id: Any, *, size: int, requests: int) -> None:
     """A stored page in the run's counters: pages + 1, bytes + size, requests so far."""
-    pages, _ = _column(SyncRun, "pages")
-    size_col, _ = _column(SyncRun, "bytes")
-    requests_col, _ = _column(SyncRun, "requests")
-    id_col, id_field = _column(SyncRun, "id")
-    table = db.ops.quote_name(SyncRun._meta.db_table)
-    sql = (
-        f"UPDATE {table} SET {pages} = {pages} + 1, {size_col} = {size_col} + %s, "  # noqa: S608
-        f"{requests_col} = %s WHERE {id_col} = %s"
-    )
     with db.cursor() as cursor:
-        cursor.execute(sql, [size, requests, id_field.get_db_prep_value(run_id, db)])
+        cursor.execute(_run_page_sql(), [size, requests, _run_id(run_id)])
+
+
+def _run_id(run_id: Any) -> Any:
+    assert SyncRun._meta.pk is not None
+    return SyncRun._meta.pk.get_db_prep_value(run_id, db)
+
+
+@cache
+def _run_state_sql() -> str:
+    r, c = sqlnames.table(SyncRun), sqlnames.table(Connection)
+    run, conn = sqlnames.columns(SyncRun), sqlnames.columns(Connection)
+    return (
+        f"SELECT {r}.{run['cancel_requested']}, {r}.{run['lease_owner']}, "  # noqa: S608 (names)
+        f"{r}.{run['status']}, {c}.{conn['status']} FROM {r} LEFT JOIN {c} "
+        f"ON {c}.{conn['id']} = {r}.{run['connection']} WHERE {r}.{run['id']} = %s"
+    )
+
+
+@cache
+def _update_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+    column = sqlnames.columns(model)
+    assert model._meta.pk is not None
+    sets = ", ".join(f"{column[name]} = %s" for name in fields)
+    return (
+        f"UPDATE {sqlnames.table(model)} SET {sets} "  # noqa: S608 (names)
+        f"WHERE {column[model._meta.pk.name]} = %s"
+    )
+
+
+@cache
+def _run_page_sql() -> str:
+    run = sqlnames.columns(SyncRun)
+    pages, size, requests = run["pages"], run["bytes"], run["requests"]
+    return (
+        f"UPDATE {sqlnames.table(SyncRun)} SET {pages} = {pages} + 1, "  # noqa: S608 (names)
+        f"{size} = {size} + %s, {requests} = %s WHERE {run['id']} = %s"
+    )

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Field
 from django.utils import timezone
 
-from fhirlink import fhirjson, vault
+from fhirlink import fhirjson, sqlnames, vault
 from fhirlink.models import Connection, SyncedResource, synced_payload_aad
 from fhirlink.services.sync.prepare import (
     Columns,
@@ -112,9 +112,9 @@ def _upsert_sql(vendor: str, rows: int) -> str:
     """INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE for `rows` rows of the store
     (PostgreSQL and SQLite share the syntax; SQLite's placeholders are written as `?`, see
     `_rows_upsert`)."""
-    column = _store_columns()
+    column = sqlnames.columns(SyncedResource)
     # Identifiers only (quoted model columns); every value is a bound parameter.
-    table = db_connection.ops.quote_name(SyncedResource._meta.db_table)
+    table = sqlnames.table(SyncedResource)
     mark = "?" if vendor == "sqlite" else "%s"
     one = f"({', '.join([mark] * len(INSERT_FIELDS))})"
     return (
@@ -168,8 +168,8 @@ def _stored_digests(
     """(FHIR id, payload digest, live) of the stored rows among `ids`: read for every page, in
     SQL written here (names from the model, values bound) rather than a queryset, whose
     building and compiling cost more than the query (a `fhir_id__in` of 200 ids)."""
-    column = _store_columns()
-    table = db_connection.ops.quote_name(SyncedResource._meta.db_table)
+    column = sqlnames.columns(SyncedResource)
+    table = sqlnames.table(SyncedResource)
     owner = SyncedResource._meta.get_field("connection")
     assert isinstance(owner, Field)
     found: list[tuple[str, str, bool]] = []
@@ -188,16 +188,6 @@ def _stored_digests(
             )
             found += [(str(i), str(d), bool(live)) for i, d, live in cursor.fetchall()]
     return found
-
-
-def _store_columns() -> dict[str, str]:
-    """Quoted column names of the store's table, by field name."""
-    quote = db_connection.ops.quote_name
-    return {
-        f.name: quote(f.column)
-        for f in SyncedResource._meta.concrete_fields
-        if isinstance(f, Field) and f.column
-    }
 
 
 def _date_adapter() -> Callable[[datetime | None], Any]:
