@@ -77,64 +77,160 @@ class HealthSystemLimiter:
     """A concurrency semaphore and a per-second rate limit per health system, in the cache
     (Redis in production; a file cache of its own in dev, where add/incr are close to but not
     strictly atomic: good enough to stay polite, which is the point). Its keys are a fixed set
-    per health system: the slots, and `RATE_KEYS` per-second counters used in turn."""
+    per health system: the slots, and `RATE_KEYS` per-second counters used in turn.
+
+    One limiter serves one sync's threads, and saves them most cache round trips (each cost
+    milliseconds while the sync's writer held the GIL, between one request and the next):
+
+    * a slot released while another of its threads waits for one (`release(hand_on=True)`) is
+      kept, still held in the cache, and taken by that thread; only in the first `hold` seconds
+      after it was taken from the cache, so the lease still covers the last request made in it,
+      and the slot goes back to the cache, where other syncs wait for it, every `hold` seconds;
+    * rate tokens are reserved `batch` at a time, for the second they were counted in."""
 
     def __init__(
-        self, health_system_id: str, *, concurrency: int, rate_per_second: int, lease: int = 120
+        self,
+        health_system_id: str,
+        *,
+        concurrency: int,
+        rate_per_second: int,
+        lease: int = 120,
+        hold: float | None = None,
     ) -> None:
         self.prefix = f"fhirlink:hs:{health_system_id}"
         self.concurrency = max(1, concurrency)
         self.rate = max(1, rate_per_second)
         self.lease = lease
+        self.hold = min(2.0, lease / 10) if hold is None else hold
+        self.batch = max(1, min(self.concurrency, self.rate // 10))
         self.owner = uuid.uuid4().hex
         self.cache = limiter_cache()
         self._incr_keeps_expiry = isinstance(self.cache, RedisCache)
+        self._lock = threading.Lock()  # the slots below
+        self._asking = threading.Lock()  # one thread at a time asks the cache for a slot
+        self._taken: dict[str, float] = {}  # slot key -> when taken from the cache (monotonic)
+        self._kept: list[str] = []  # released by one request, handed on to the next
+        self._closed = False
         # Slots this limiter released last, tried first: usually free, so a thread taking over
         # a slot another thread of the same sync just gave back asks the cache once, not once
-        # per slot before it (each ask, under the writer's GIL, cost milliseconds).
+        # per slot before it.
         self._released: deque[int] = deque(maxlen=self.concurrency)
+        self._rate_lock = threading.Lock()
+        self._tokens = 0
+        self._tokens_second = -1
 
     def acquire(self, cancelled: Callable[[], bool] | None = None) -> str:
         delay = 0.005
         while True:
-            hinted = [*self._released]
-            for slot in (*hinted, *(n for n in range(self.concurrency) if n not in hinted)):
-                key = f"{self.prefix}:slot:{slot}"
-                if self.cache.add(key, self.owner, timeout=self.lease):
-                    with contextlib.suppress(ValueError):
-                        self._released.remove(slot)
-                    self._rate_wait()
-                    return key
+            kept = self._take_kept()
+            if kept is not None:
+                self._rate_wait()
+                return kept
+            key = self._take_free()
+            if key is not None:
+                self._rate_wait()
+                return key
             if cancelled is not None and cancelled():
                 raise Cancelled()
             time.sleep(delay * (0.5 + random.random()))  # noqa: S311 (jitter, not crypto)
             delay = min(delay * 2, 0.2)
 
-    def release(self, key: str) -> None:
+    def release(self, key: str, *, hand_on: bool = False) -> None:
+        """Give the slot back; with `hand_on` (another thread of this sync is about to ask),
+        keep it for that thread while it is young enough."""
+        with self._lock:
+            taken = self._taken.get(key)
+            if (
+                hand_on
+                and not self._closed
+                and taken is not None
+                and time.monotonic() - taken < self.hold
+            ):
+                self._kept.append(key)
+                return
+        self._give_back(key)
+
+    def close(self) -> None:
+        """Give back the slots kept for a thread that did not come (the sync is over)."""
+        with self._lock:
+            self._closed = True
+            kept, self._kept = self._kept, []
+        for key in kept:
+            self._give_back(key)
+
+    def _take_free(self) -> str | None:
+        """A slot from the cache. This sync's threads ask in turn and skip the slots it holds:
+        the file cache's add is not atomic, and two threads of one sync holding one slot would
+        each give it back."""
+        with self._asking:
+            hinted = [*self._released]
+            for slot in (*hinted, *(n for n in range(self.concurrency) if n not in hinted)):
+                key = f"{self.prefix}:slot:{slot}"
+                if key in self._taken:
+                    continue
+                if self.cache.add(key, self.owner, timeout=self.lease):
+                    with self._lock:
+                        self._taken[key] = time.monotonic()
+                        with contextlib.suppress(ValueError):
+                            self._released.remove(slot)
+                    return key
+        return None
+
+    def _take_kept(self) -> str | None:
+        stale: list[str] = []
+        found = None
+        with self._lock:
+            while self._kept:
+                key = self._kept.pop()
+                taken = self._taken.get(key)
+                if taken is not None and time.monotonic() - taken < self.hold:
+                    found = key
+                    break
+                stale.append(key)
+        for key in stale:
+            self._give_back(key)
+        return found
+
+    def _give_back(self, key: str) -> None:
+        with self._lock:
+            self._taken.pop(key, None)
         if self.cache.get(key) == self.owner:
             self.cache.delete(key)
             self._released.append(int(key.rpartition(":")[2]))
 
     def _rate_wait(self) -> None:
-        while True:
-            second = int(time.time())
-            # The counter of this second; the one of `RATE_KEYS` seconds ago has expired.
-            key = f"{self.prefix}:rate:{second % RATE_KEYS}"
-            if self._incr_keeps_expiry:
-                # Redis: created with its expiry, then INCR (atomic, keeps the expiry).
-                self.cache.add(key, 0, timeout=5)
-                try:
-                    used = self.cache.incr(key)
-                except ValueError:
-                    used = 1
-            else:
-                # A file cache's incr is a get and a set anyway (with the default expiry, which
-                # would keep the counter past its turn): the same two, with the counter's expiry.
-                used = int(self.cache.get(key) or 0) + 1
-                self.cache.set(key, used, timeout=5)
-            if used <= self.rate:
-                return
-            time.sleep(max(0.0, second + 1 - time.time()) + 0.001)
+        with self._rate_lock:
+            while True:
+                second = int(time.time())
+                if self._tokens_second == second and self._tokens:
+                    self._tokens -= 1
+                    return
+                granted = self._reserve(second)
+                if granted:
+                    self._tokens_second, self._tokens = second, granted - 1
+                    return
+                time.sleep(max(0.0, second + 1 - time.time()) + 0.001)
+
+    def _reserve(self, second: int) -> int:
+        """Count up to `batch` requests in this second's counter; how many fit under the rate.
+        The counter of `RATE_KEYS` seconds ago, which this one reuses, has expired."""
+        key = f"{self.prefix}:rate:{second % RATE_KEYS}"
+        if self._incr_keeps_expiry:
+            # Redis: created with its expiry, then INCR (atomic, keeps the expiry).
+            self.cache.add(key, 0, timeout=5)
+            try:
+                used = self.cache.incr(key, self.batch)
+            except ValueError:
+                used = self.batch
+            before = used - self.batch
+        else:
+            # A file cache's incr is a get and a set anyway (with the default expiry, which
+            # would keep the counter past its turn): the same two, with the counter's expiry.
+            before = int(self.cache.get(key) or 0)
+            if before >= self.rate:
+                return 0
+            self.cache.set(key, before + min(self.batch, self.rate - before), timeout=5)
+        return max(0, min(self.batch, self.rate - before))
 
 
 class FairGate:
@@ -167,6 +263,10 @@ class FairGate:
                 # Handed a permit just now: pass it on.
                 self.release()
                 raise Cancelled()
+
+    def waiting(self) -> bool:
+        """Whether a thread waits in line (a hint: read without the lock)."""
+        return bool(self._waiters)
 
     def release(self) -> None:
         with self._lock:
@@ -258,9 +358,17 @@ class FhirClient:
                 continue
             finally:
                 if slot is not None and self.limiter is not None:
-                    self.limiter.release(slot)
+                    # The thread first in line at the gate takes this slot over, without a
+                    # round trip to the shared cache.
+                    hand_on = self.gate is not None and self.gate.waiting()
+                    self.limiter.release(slot, hand_on=hand_on)
                 self._gate_exit()
             self._sleep(wait)
+
+    def close(self) -> None:
+        """The sync is over: slots kept for a next request go back to the shared limiter."""
+        if self.limiter is not None:
+            self.limiter.close()
 
     def _gate_enter(self) -> None:
         if self.gate is not None:

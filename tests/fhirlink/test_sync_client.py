@@ -139,6 +139,161 @@ def test_the_limiter_in_a_file_cache_counts_per_second_with_a_fixed_set_of_keys(
     assert len(list(tmp_path.iterdir())) <= 8 + 2  # rate counters and slots, nothing more
 
 
+class CountingCache:
+    """The limiter's cache, recording the key of every call."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.keys: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.cache, name)
+
+        def call(key: str, *args: Any, **kwargs: Any) -> Any:
+            self.keys.append(key)
+            return attr(key, *args, **kwargs)
+
+        return call
+
+    def slot_calls(self) -> int:
+        return sum(":slot:" in key for key in self.keys)
+
+    def rate_calls(self) -> int:
+        return sum(":rate:" in key for key in self.keys)
+
+
+def test_a_slot_released_while_a_thread_of_the_same_sync_waits_is_handed_on():
+    """Handed on, a slot stays held in the shared cache (another sync still waits) and the next
+    request takes it without asking the cache; closing gives back a slot nobody came for."""
+    hs = f"hs-{uuid.uuid4().hex}"
+    mine = HealthSystemLimiter(hs, concurrency=1, rate_per_second=1000, lease=30)
+    other = HealthSystemLimiter(hs, concurrency=1, rate_per_second=1000)
+    key = mine.acquire()
+    mine.release(key, hand_on=True)
+    with pytest.raises(Cancelled):
+        other.acquire(cancelled=lambda: True)
+    counting = CountingCache(mine.cache)
+    mine.cache = counting  # type: ignore[assignment]
+    for _ in range(5):
+        assert mine.acquire() == key
+        mine.release(key, hand_on=True)
+    assert counting.slot_calls() == 0
+    mine.close()
+    taken = other.acquire()  # given back: free at once
+    assert taken == key
+    mine.release(key, hand_on=True)  # not its slot any more: nothing happens
+    with pytest.raises(Cancelled):
+        mine.acquire(cancelled=lambda: True)
+    other.release(taken)
+
+
+def test_a_slot_goes_back_to_the_cache_once_held_for_hold_seconds():
+    """Other syncs of the health system get their turn, and the lease still covers the last
+    request made in a handed-on slot."""
+    hs = f"hs-{uuid.uuid4().hex}"
+    assert HealthSystemLimiter(hs, concurrency=1, rate_per_second=1, lease=30).hold == 2.0
+    mine = HealthSystemLimiter(hs, concurrency=1, rate_per_second=1000, hold=0.05)
+    other = HealthSystemLimiter(hs, concurrency=1, rate_per_second=1000)
+    key = mine.acquire()
+    time.sleep(0.1)
+    mine.release(key, hand_on=True)  # too old to hand on
+    assert other.acquire() == key
+    other.release(key)
+    key = mine.acquire()
+    mine.release(key, hand_on=True)  # kept, then nobody comes in time
+    time.sleep(0.1)
+    counting = CountingCache(mine.cache)
+    mine.cache = counting  # type: ignore[assignment]
+    assert mine.acquire() == key  # given back, and taken afresh from the cache
+    assert counting.slot_calls() >= 3  # get and delete (given back), add (taken)
+    mine.release(key)
+    assert other.acquire() == key
+    other.release(key)
+
+
+def test_threads_of_one_sync_never_hold_one_slot_together_in_a_cache_without_atomic_add(
+    tmp_path: Any,
+) -> None:
+    """The file cache's add is a look then a write: two threads of one sync could both take a
+    slot, and each give it back (one of them while it was handed on)."""
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    class SlowAdd(FileBasedCache):
+        def add(self, key: str, value: Any, timeout: Any = None, version: Any = None) -> bool:
+            if self.has_key(key, version):
+                return False
+            time.sleep(0.005)  # another thread looks now
+            self.set(key, value, timeout, version)
+            return True
+
+    limiter = HealthSystemLimiter(f"hs-{uuid.uuid4().hex}", concurrency=2, rate_per_second=1000)
+    limiter.cache = SlowAdd(str(tmp_path), {})
+    limiter._incr_keeps_expiry = False
+    lock = threading.Lock()
+    held: set[str] = set()
+    clashes: list[str] = []
+
+    def work(n: int) -> None:
+        for i in range(15):
+            key = limiter.acquire()
+            with lock:
+                if key in held:
+                    clashes.append(key)
+                held.add(key)
+            time.sleep(0.002)
+            with lock:
+                held.discard(key)
+            limiter.release(key, hand_on=(n + i) % 2 == 0)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert clashes == []
+    limiter.close()
+    assert limiter._taken == {}
+
+
+@pytest.mark.parametrize("backend", ["default", "file"])
+def test_rate_tokens_are_reserved_in_batches_and_the_rate_holds_across_syncs(
+    backend: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    hs = f"hs-{uuid.uuid4().hex}"
+    one = HealthSystemLimiter(hs, concurrency=4, rate_per_second=40)
+    two = HealthSystemLimiter(hs, concurrency=4, rate_per_second=40)
+    assert one.batch == 4
+    if backend == "file":
+        shared = FileBasedCache(str(tmp_path), {})
+        for limiter in (one, two):
+            limiter.cache = shared
+            limiter._incr_keeps_expiry = False
+    counting = CountingCache(one.cache)
+    one.cache = counting  # type: ignore[assignment]
+    clock = [int(time.time()) + 0.5]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", sleep)
+    one._rate_wait()  # reserves 4: 3 left for this second
+    calls = counting.rate_calls()
+    for _ in range(3):
+        one._rate_wait()
+    assert counting.rate_calls() == calls  # served from the batch
+    for _ in range(36):
+        two._rate_wait()
+    assert waits == []
+    two._rate_wait()  # the 41st request of this second waits for the next
+    assert len(waits) == 1
+    assert int(clock[0]) == int(clock[0] - waits[0]) + 1
+
+
 @responses.activate
 def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
     """The engine runs more fetch threads than requests in flight; the client's gate keeps the
@@ -157,7 +312,11 @@ def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
         return 200, {"Content-Type": "application/fhir+json"}, json.dumps(BUNDLE)
 
     responses.add_callback(responses.GET, url, callback=slow)
-    c = client(gate=FairGate(2))
+    hs = f"hs-{uuid.uuid4().hex}"
+    limiter = HealthSystemLimiter(hs, concurrency=2, rate_per_second=1000, lease=30)
+    counting = CountingCache(limiter.cache)
+    limiter.cache = counting  # type: ignore[assignment]
+    c = client(gate=FairGate(2), limiter=limiter)
     threads = [threading.Thread(target=lambda: [c.page(url) for _ in range(4)]) for _ in range(6)]
     for t in threads:
         t.start()
@@ -165,6 +324,12 @@ def test_the_gate_bounds_requests_in_flight_with_more_threads_than_slots():
         t.join(timeout=30)
     assert len(responses.calls) == 24
     assert peak[0] == 2
+    # Slots went from one request to the next, mostly without the cache (each taken from it
+    # costs an add, and a get and a delete when given back).
+    assert counting.slot_calls() < 24
+    c.close()
+    other = HealthSystemLimiter(hs, concurrency=2, rate_per_second=1000)
+    assert {other.acquire(), other.acquire()} == {f"fhirlink:hs:{hs}:slot:{n}" for n in (0, 1)}
 
     stop = threading.Event()
     blocked = client(gate=FairGate(1), cancelled=stop.is_set)

@@ -258,6 +258,13 @@ class Command(BaseCommand):
                     + _ok(seq["seconds"] >= 3 * lat["seconds"]),
                 ),
             ]
+        # A measurement of a run that lost a stream proves nothing: say so.
+        syncs = [("full", full), ("incremental", incr), ("small", small_full)]
+        if not options["skip_latency"]:
+            syncs.append((f"full {latency} ms", lat))
+        failed = [f"{name}: {m['status']}" for name, m in syncs if m["status"] != "succeeded"]
+        verdict = (", ".join(failed) or "yes") + _ok(not failed)
+        rows.append(("every measured sync succeeded", verdict))
         width = max(len(r[0]) for r in rows)
         self.stdout.write(f"{'measure'.ljust(width)}  value")
         self.stdout.write(f"{'-' * width}  {'-' * 40}")

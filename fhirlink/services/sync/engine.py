@@ -302,6 +302,8 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         except StopRun as stop:
             self.stop.set()
             return self._finish(fatal=stop.code)
+        finally:
+            self.client.close()
         return self._finish()
 
     def _refresh_token(self) -> str:
