@@ -16,7 +16,7 @@ import random
 from datetime import timedelta
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -37,11 +37,25 @@ def sync_connection(connection_id: str, trigger: str = "connect") -> str:
     return sync_connection_run(connection_id=connection_id, trigger=trigger)
 
 
+_worker_stopping = False
+
+
+@worker_shutting_down.connect
+def sync_worker_stopping(**_: object) -> None:
+    """The worker's main process is shutting down: the processes it forks from now on inherit
+    this, and start no preparation pool. (A supervisor that signals the whole process group,
+    as `make demo`'s does, kills the pool's processes too; Celery replaces them while it shuts
+    down, and each replacement spawned two processes loading every model, which delayed the
+    shutdown past the supervisor's patience.)"""
+    global _worker_stopping
+    _worker_stopping = True
+
+
 @worker_process_init.connect
 def sync_preparation_start(**_: object) -> None:
     """A worker process starts its preparation pool as it starts (see
     FHIRLINK_SYNC_PREPARE_AT_WORKER_START), so that its first sync does not wait for it."""
-    if getattr(settings, "FHIRLINK_SYNC_PREPARE_AT_WORKER_START", True):
+    if getattr(settings, "FHIRLINK_SYNC_PREPARE_AT_WORKER_START", True) and not _worker_stopping:
         from fhirlink.services.sync.engine import preparation_start
 
         preparation_start()

@@ -522,6 +522,15 @@ def test_a_worker_process_starts_its_pool_unless_told_not_to(settings, monkeypat
     settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START = False
     sync_tasks.sync_preparation_start()
     assert started == [1]
+    # A process forked while the worker shuts down (Celery replacing one its supervisor
+    # killed) starts none: the signal, sent as Celery sends it, is inherited through the fork.
+    from celery.signals import worker_process_init, worker_shutting_down
+
+    settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START = True
+    monkeypatch.setattr(sync_tasks, "_worker_stopping", False)
+    worker_shutting_down.send(sender="worker@test", sig="SIGTERM", how="Warm", exitcode=0)
+    worker_process_init.send(sender=None)
+    assert started == [1]
 
 
 POOL_OWNER = """
