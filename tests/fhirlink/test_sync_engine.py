@@ -167,7 +167,7 @@ def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, 
     """A referenced resource is fetched as soon as a stored page names it, beside the streams:
     each once, all stored before the after-streams step, which asks for none of them. One that
     fails is reported once, not asked for again after the streams; a full pass again fetches
-    only it."""
+    only it, and so does the next incremental sync, until it is stored."""
     from fhirlink.services.sync.extras import ExtrasMixin
 
     connection = sandbox_connect("nancy")
@@ -216,3 +216,24 @@ def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, 
     phase[0] = "streams"
     assert sync_connection_run(connection_id=connection.pk) == "partial"
     assert fetched == [("streams", failing[0])]
+
+    # An incremental sync (no page names it again) asks for it again, beside its streams; once
+    # stored, the next run asks for no reference at all.
+    failing.append(("ref", "none", "none"))  # the first stops failing
+    failing.pop(0)
+    fetched.clear()
+    phase[0] = "streams"
+    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
+    assert fetched == [("streams", ("ref", *sorted(recorded - refs)[0]))]
+    assert (
+        set(
+            SyncedResource.objects.filter(connection=connection, is_reference=True).values_list(
+                "resource_type", "fhir_id"
+            )
+        )
+        == recorded
+    )
+    fetched.clear()
+    phase[0] = "streams"
+    assert sync_connection_run(connection_id=connection.pk) == "succeeded"
+    assert fetched == []

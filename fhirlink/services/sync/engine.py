@@ -361,8 +361,11 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 SyncStream(run=self.run, resource_type=rtype, key=rtype, mode=mode, params=params)
             )
         SyncStream.objects.bulk_create(streams)
-        SyncRun.objects.filter(pk=self.run.pk).update(resource_types=types)
+        # Fetched beside the streams from their start, like a resumed run's references.
+        carried = self._references_unresolved()
+        SyncRun.objects.filter(pk=self.run.pk).update(resource_types=types, references=carried)
         self.run.resource_types = types
+        self.run.references = carried
 
     # -- fetching (pool threads) --
 
@@ -494,6 +497,9 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             reference_types=self._reference_types(),
             threads=concurrency,
         )
+        # The references the run knows of already (the previous run's unresolved ones, a
+        # resumed run's earlier pages'), from the start.
+        early.references({(t, i) for t, _, i in (r.partition("/") for r in self.run.references)})
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
             for stream in streams:
                 start(stream)

@@ -1,8 +1,9 @@
 """Referenced resources (Practitioner, Organization, Location, Medication; fetched once per
-connection, beside the streams as soon as a stored page names them, or after the streams on a
-resumed run) and DocumentReference attachments (Binary, within the size and content-type
-limits; fetched while the other streams run, once the DocumentReferences are stored, or after
-the streams on a resumed run), fetched concurrently and stored like a page (the engine's
+connection, beside the streams as soon as a stored page names them; those a resumed run's
+earlier pages named, and those the previous run failed to fetch, from the run's start) and
+DocumentReference attachments (Binary, within the size and content-type limits; fetched while
+the other streams run, once the DocumentReferences are stored, or after the streams on a
+resumed run), fetched concurrently and stored like a page (the engine's
 `_EarlyExtras` feeds the fetches made beside the streams).
 
 A Binary over `FHIRLINK_SYNC_MAX_BINARY_BYTES` (by its attachment's declared `size`, before any
@@ -51,6 +52,10 @@ BINARY_TOO_LARGE = "binary_too_large"
 Job = tuple[str, str, str]  # ("ref", type, id) or ("binary", "Binary", URL)
 # Fetched extras stored per transaction (as a page is); Binaries also by their encoded bytes.
 EXTRAS_BATCH = 50
+# References a previous run failed to fetch, asked for again per run (see
+# `_references_unresolved`): enough for a server's passing trouble, and a bound on what a
+# server that lost some of them costs every incremental sync.
+REFERENCE_RETRIES_PER_RUN = 100
 
 
 class ExtrasMixin:
@@ -80,9 +85,33 @@ class ExtrasMixin:
             ).values_list("resource_type", "fhir_id")
         )
 
+    def _references_unresolved(self) -> list[str]:
+        """References ("Type/id") the connection's previous planned run named but did not
+        store (their fetch failed): this run asks for them again, beside its streams, at most
+        `REFERENCE_RETRIES_PER_RUN`, instead of only when a full pass reads a page naming
+        them again. A failure carries them on to the next run in turn."""
+        previous = (
+            SyncRun.objects.filter(connection=self.connection)
+            .exclude(pk=self.run.pk)
+            .exclude(resource_types=[])  # planned (a run that died before has no references)
+            .order_by("-created_at")
+            .values_list("references", flat=True)
+            .first()
+        )
+        if not previous:
+            return []
+        have = self._references_stored()
+        types = self._reference_types()
+        unresolved = []
+        for ref in previous:
+            rtype, _, fhir_id = ref.partition("/")
+            if (rtype, fhir_id) not in have and rtype in types:
+                unresolved.append(ref)
+        return unresolved[:REFERENCE_RETRIES_PER_RUN]
+
     def _fetch_extras(self, *, binaries: bool = True) -> None:
-        """After the streams: the references not fetched beside them (a resumed run's earlier
-        ones), and (`binaries`: they were not fetched beside the streams) the Binaries."""
+        """After the streams: the run's references not fetched beside them, and (`binaries`:
+        they were not fetched beside the streams) the Binaries."""
         jobs: list[Job] = []
         recorded = SyncRun.objects.get(pk=self.run.pk).references
         refs = [
