@@ -78,10 +78,14 @@ class ExtrasMixin:
         return set(plan.REFERENCE_TYPES) & set(supported or plan.REFERENCE_TYPES)
 
     def _references_stored(self) -> set[tuple[str, str]]:
-        """The connection's referenced resources already stored (fetched once per connection)."""
+        """The connection's referenced resources already stored (fetched once per connection).
+        By type, so that the store's (connection, type, id) index finds them: by the flag alone
+        it read every row of the connection (40 ms for the large patient, three times a run)."""
         return set(
             SyncedResource.objects.filter(
-                connection=self.connection, is_reference=True
+                connection=self.connection,
+                resource_type__in=plan.REFERENCE_TYPES,
+                is_reference=True,
             ).values_list("resource_type", "fhir_id")
         )
 
