@@ -194,3 +194,56 @@ def test_grant_revoked_mid_sync_then_reconnect(sandbox, sandbox_connect, worker)
     assert final.status == SyncRunStatus.SUCCEEDED, final.errors
     assert stored(connection) == expected
     assert_no_duplicates(connection)
+
+
+def test_progress_is_visible_in_the_connections_api_while_the_sync_runs(
+    sandbox, sandbox_connect, worker, api_client_for
+):
+    """What the app shows while the first sync runs: the run, its status, an overall percent
+    that only grows, and per type the streams done and the resources fetched so far; at the
+    end, every type done and the counts of what was stored."""
+    sandbox.set_faults(latency_ms={"ms": 150})
+    connection = sandbox_connect("tim")
+    api = api_client_for(connection.patient, scope="connections")
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        response = api.get(f"/api/v1/connections/{connection.pk}")
+        assert response.status_code == 200
+        progress = response.json()["sync"]
+        if progress is not None:
+            seen.append(progress)
+            if progress["status"] in FINISHED:
+                break
+        time.sleep(0.05)
+    sandbox.clear_faults()
+    running = [p for p in seen if p["status"] == SyncRunStatus.RUNNING and p["types"]]
+    assert running, [p["status"] for p in seen]
+    assert any(0 < p["percent"] < 100 for p in running)
+    assert any(
+        t["status"] in {"running", "pending"} and t["streams_done"] < t["streams"]
+        for p in running
+        for t in p["types"].values()
+    )
+    percents = [p["percent"] for p in seen]
+    fetched = [p["fetched"] for p in seen]
+    assert percents == sorted(percents)  # never goes back
+    assert fetched == sorted(fetched)
+    assert len(set(fetched)) > 2  # moved while the app watched
+    final = seen[-1]
+    assert final["status"] == SyncRunStatus.SUCCEEDED, final["errors"]
+    assert final["percent"] == 100
+    assert final["types_done"] == final["types_total"] == len(final["types"]) > 5
+    assert all(t["status"] == "done" for t in final["types"].values())
+    stored_rows = SyncedResource.objects.filter(connection=connection, is_reference=False)
+    by_type = dict(
+        stored_rows.exclude(resource_type="Binary")
+        .values_list("resource_type")
+        .annotate(n=Count("id"))
+        .values_list("resource_type", "n")
+    )
+    assert {t: c["created"] for t, c in final["types"].items() if c["created"]} == by_type
+    # Nothing in the progress names a resource, a URL or a token.
+    text = str(seen)
+    assert "http" not in text
+    assert "Bearer" not in text
