@@ -79,3 +79,44 @@ def test_connections_are_read_only(admin_client, consenting_patient, connect):
     assert admin_client.get(f"/admin/fhirlink/connection/{cid}/change/").status_code == 200
     assert admin_client.get("/admin/fhirlink/connection/add/").status_code == 403
     assert admin_client.post(f"/admin/fhirlink/connection/{cid}/delete/").status_code == 403
+
+
+def test_a_running_syncs_progress_shows_in_the_admin(admin_client, health_system):
+    """Staff see a running sync's overall percent in the runs list and, on the run, each
+    type's streams done, pages and counts."""
+    from django.urls import reverse
+
+    from fhirlink.models import Connection, SyncRun, SyncStream
+    from tests.factories import PatientFactory
+
+    connection = Connection.objects.create(
+        patient=PatientFactory.create(),
+        health_system=health_system,
+        status="active",
+        fhir_patient_id="12724066",
+    )
+    run = SyncRun.objects.create(
+        connection=connection, trigger="connect", status="running", pages=5
+    )
+    streams = [
+        ("Observation", "Observation:w1", "done", 3, 600),
+        ("Observation", "Observation:w2", "pending", 2, 400),  # under way: pages stored
+        ("Condition", "Condition", "pending", 0, 0),
+    ]
+    for rtype, key, status, pages, fetched in streams:
+        SyncStream.objects.create(
+            run=run,
+            resource_type=rtype,
+            key=key,
+            mode="full",
+            status=status,
+            pages=pages,
+            fetched=fetched,
+            created=fetched,
+        )
+    listing = admin_client.get(reverse("admin:fhirlink_syncrun_changelist")).content.decode()
+    assert '<td class="field-percent">33</td>' in listing
+    page = admin_client.get(reverse("admin:fhirlink_syncrun_change", args=[run.pk]))
+    body = page.content.decode()
+    assert "Observation: running (1/2 streams, 5 pages; fetched 1000, created 1000" in body
+    assert "Condition: pending (0/1 streams, 0 pages; fetched 0" in body
