@@ -310,8 +310,10 @@ class Command(BaseCommand):
             FHIRLINK_SYNC_CONCURRENCY=str(concurrency),
             FHIRLINK_SYNC_RATE_PER_SECOND=str(rate),
         )
-        # As a production worker runs: DEBUG on keeps (and formats) every query's SQL.
+        # As a production worker runs: DEBUG on keeps (and formats) every query's SQL; glibc's
+        # malloc arenas as deploy/bin/worker (and make demo) bound them.
         env.setdefault("DEBUG", "false")
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         out = subprocess.run(  # noqa: S603 (this very command)
             [
                 sys.executable,

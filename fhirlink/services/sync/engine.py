@@ -631,6 +631,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             processes=int(S("FHIRLINK_SYNC_PREPARE_PROCESSES", 0)),
             digest_key=payload_digest_key(),
         )
+        page.body = None  # the pool has it (pages in flight: what a sync's memory peak is made of)
 
     def _store_page(self, stream: SyncStream, page: Page) -> list[SyncStream]:
         reset_queries()  # DEBUG (dev) keeps every query, bulk inserts included: bound memory
