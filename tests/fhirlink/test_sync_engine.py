@@ -206,7 +206,7 @@ def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, 
     )
     assert refs == recorded - {failing[0][1:]}
     assert [e for e in run.errors if e["code"] == "http_404"] == [
-        {"type": failing[0][1], "code": "http_404"}
+        {"type": failing[0][1], "code": "http_404", "id": failing[0][2]}
     ]
 
     # A full pass again (the pages naming the references are read again): only the reference

@@ -182,7 +182,9 @@ class ExtrasMixin:
             if job[0] == "binary":
                 self._add_error("Binary", error, **_binary_names(job[2], documents[job[2]]))
             else:
-                self._add_error(job[1], error)
+                # The reference's id (a FHIR id only) says which one to look for.
+                named = {"id": job[2]} if FHIR_ID.fullmatch(job[2]) else {}
+                self._add_error(job[1], error, **named)
             return
         assert data is not None
         max_binary = int(S("FHIRLINK_SYNC_MAX_BINARY_BYTES", 10 * 1024 * 1024))
