@@ -191,7 +191,6 @@ class _EarlyExtras:
     def references(self, found: set[tuple[str, str]]) -> None:
         new = sorted(ref for ref in found - self.references_known if ref[0] in self.reference_types)
         self.references_known |= set(found)
-        self.execution.references_fed |= set(new)
         self._feed([("ref", t, i) for t, i in new])
 
     def binaries(self) -> None:
@@ -241,8 +240,6 @@ class SyncExecution(ExtrasMixin, FinishMixin):
     stop: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     renewed_at: float = 0.0  # monotonic time of the last lease renewal
-    # References fetched beside the streams (whatever their outcome): not asked for again after.
-    references_fed: set[tuple[str, str]] = field(default_factory=set)
     early: _EarlyExtras | None = None
 
     # -- setup --

@@ -64,7 +64,6 @@ class ExtrasMixin:
     client: FhirClient
     base: str
     stop: threading.Event
-    references_fed: set[tuple[str, str]]
 
     if TYPE_CHECKING:
 
@@ -114,25 +113,15 @@ class ExtrasMixin:
         return unresolved[:REFERENCE_RETRIES_PER_RUN]
 
     def _fetch_extras(self, *, binaries: bool = True) -> None:
-        """After the streams: the run's references not fetched beside them, and (`binaries`:
-        they were not fetched beside the streams) the Binaries."""
-        jobs: list[Job] = []
-        recorded = SyncRun.objects.get(pk=self.run.pk).references
-        refs = [
-            (t, i)
-            for t, _, i in (r.partition("/") for r in recorded)
-            if (t, i) not in self.references_fed
-        ]
-        if refs:
-            have = self._references_stored()
-            types = self._reference_types()
-            jobs += [("ref", t, i) for t, i in refs if (t, i) not in have and t in types]
+        """After the streams: the Binaries, when they were not fetched beside them
+        (`binaries`: a resumed run whose DocumentReferences were stored before). Every
+        reference the run knows of was handed to the fetches beside the streams."""
         documents = self._binary_jobs() if binaries else {}
-        jobs += [("binary", "Binary", url) for url in sorted(documents)]
+        jobs: list[Job] = [("binary", "Binary", url) for url in sorted(documents)]
         if not jobs:
             return
         concurrency = max(1, int(S("FHIRLINK_SYNC_CONCURRENCY", 4)))
-        batches: dict[str, list[dict[str, Any]]] = {"ref": [], "binary": []}
+        batches: dict[str, list[dict[str, Any]]] = {"binary": []}
         with ThreadPoolExecutor(
             max_workers=plan.fetch_threads(concurrency), thread_name_prefix="fhir-extra"
         ) as pool:
