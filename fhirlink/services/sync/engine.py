@@ -358,7 +358,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 SyncStream(run=self.run, resource_type=rtype, key=rtype, mode=mode, params=params)
             )
         SyncStream.objects.bulk_create(streams)
-        # Fetched beside the streams from their start, like a resumed run's references.
+        # Fetched beside the streams, like a resumed run's references (see `_run_streams`).
         carried = self._references_unresolved()
         SyncRun.objects.filter(pk=self.run.pk).update(resource_types=types, references=carried)
         self.run.resource_types = types
@@ -494,16 +494,17 @@ class SyncExecution(ExtrasMixin, FinishMixin):
             reference_types=self._reference_types(),
             threads=concurrency,
         )
-        # The references the run knows of already (the previous run's unresolved ones, a
-        # resumed run's earlier pages'), from the start.
-        early.references({(t, i) for t, _, i in (r.partition("/") for r in self.run.references)})
+        # The references the run knew of at its start (the previous run's unresolved ones, a
+        # resumed run's earlier pages'): fetched when a page names them, or once the streams
+        # are stored (not first: the run's first requests go to its pages).
+        known_at_start = {(t, i) for t, _, i in (r.partition("/") for r in self.run.references)}
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fhir-sync") as pool:
             for stream in streams:
                 start(stream)
             for _ in range(threads):
                 pool.submit(self._fetch_pages, ready, out)
             try:
-                self._write(out, active, early, start)
+                self._write(out, active, early, start, known_at_start)
             except BaseException:
                 self.stop.set()
                 early.close()
@@ -529,11 +530,14 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         active: dict[int, SyncStream],
         early: _EarlyExtras,
         start: Callable[[SyncStream], None],
+        known_at_start: set[tuple[str, str]],
     ) -> None:
         """Store what the fetch threads hand over, until every stream and extra is done."""
         while active or early.running:
-            if not active:
-                early.close()  # every stream stored: no more references to fetch
+            if not active and not early.closed:
+                # Every stream stored: the references no page named, and then no more.
+                early.references(known_at_start)
+                early.close()
             msg = out.get()
             if msg.kind == "extra":
                 job, data, error = msg.extra
@@ -654,8 +658,10 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 if new and len(known) < int(S("FHIRLINK_SYNC_MAX_REFERENCES", 2000)):
                     self.run.references = sorted(known | new)
                     SyncRun.objects.filter(pk=self.run.pk).update(references=self.run.references)
-                    if self.early is not None:
-                        self.early.references({(t, i) for t, i in refs if f"{t}/{i}" in new})
+                    known |= new
+                if self.early is not None:
+                    # The recorded ones this page names (the feeder skips those it has).
+                    self.early.references({(t, i) for t, i in refs if f"{t}/{i}" in known})
             if stream.watermark_candidate is None:
                 stream.watermark_candidate = _server_time(page.server_date)
             stream.pages += 1

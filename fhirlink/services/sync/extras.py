@@ -1,6 +1,7 @@
 """Referenced resources (Practitioner, Organization, Location, Medication; fetched once per
 connection, beside the streams as soon as a stored page names them; those a resumed run's
-earlier pages named, and those the previous run failed to fetch, from the run's start) and
+earlier pages named, and those the previous run failed to fetch, at the latest once the
+streams are stored) and
 DocumentReference attachments (Binary, within the size and content-type limits; fetched while
 the other streams run, once the DocumentReferences are stored, or after the streams on a
 resumed run), fetched concurrently and stored like a page (the engine's
