@@ -533,11 +533,12 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         known_at_start: set[tuple[str, str]],
     ) -> None:
         """Store what the fetch threads hand over, until every stream and extra is done."""
-        while active or early.running:
+        while active or early.running or not early.closed:
             if not active and not early.closed:
                 # Every stream stored: the references no page named, and then no more.
                 early.references(known_at_start)
                 early.close()
+                continue  # done, unless that (or an earlier job) keeps the feeder running
             msg = out.get()
             if msg.kind == "extra":
                 job, data, error = msg.extra
