@@ -13,7 +13,8 @@ from django.utils import timezone
 from fhirlink import http
 from fhirlink.exceptions import EhrMisconfigured, EhrUnavailable, UnsupportedFhirVersion
 from fhirlink.models import HealthSystem
-from fhirlink.scopes import requested_scopes
+from fhirlink.models.health_systems import DEFAULT_RESOURCES
+from fhirlink.scopes import BASE_SCOPES, ScopeChoice, effective_syntax, scope_plan
 
 logger = logging.getLogger(__name__)
 
@@ -142,22 +143,84 @@ def discover(health_system: HealthSystem, *, force: bool = False) -> dict[str, A
     return doc
 
 
-def launch_scopes(health_system: HealthSystem, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(scopes to request, resources requested) for this registration and discovery document."""
-    return requested_scopes(
-        resources=health_system.resources or [],
+def reference_resources(resources: list[str]) -> list[str]:
+    """The types the sync reads because the configured ones reference them (and Binary, the
+    attachments of DocumentReferences): their scopes are requested too."""
+    from fhirlink.services.sync.plan import REFERENCE_TYPES
+
+    extra = list(REFERENCE_TYPES)
+    if "DocumentReference" in resources:
+        extra.append("Binary")
+    return extra
+
+
+def _choices(health_system: HealthSystem, doc: dict[str, Any]) -> tuple[str, list[ScopeChoice]]:
+    configured = list(health_system.resources or [])
+    syntax = effective_syntax(
+        health_system.scope_syntax,
+        capabilities=doc.get("capabilities"),
+        scopes_supported=doc.get("scopes_supported"),
+    )
+    return syntax, scope_plan(
+        resources=configured,
+        reference_resources=reference_resources(configured),
         supported_resources=doc.get("resources") or None,
         scopes_supported=doc.get("scopes_supported"),
-        syntax=health_system.scope_syntax,
+        syntax=syntax,
     )
 
 
+def launch_scopes(health_system: HealthSystem, doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(scopes to request, resources requested) for this registration and discovery document:
+    the configured types and those read by reference, that the CapabilityStatement lists
+    (`scopes_supported` is a hint only: see `fhirlink.scopes`). Raises `EhrMisconfigured` when
+    no configured type would be requested."""
+    _syntax, choices = _choices(health_system, doc)
+    requested = [c for c in choices if c.scope]
+    if not any(not c.reference for c in requested):
+        raise EhrMisconfigured("None of the configured resources is supported by the server.")
+    return [*BASE_SCOPES, *(c.scope for c in requested if c.scope)], [c.resource for c in requested]
+
+
 def check_report(health_system: HealthSystem) -> dict[str, Any]:
-    """What `manage.py healthsystem_check` prints: what the server supports, what we'd request."""
+    """What `manage.py healthsystem_check` prints: what the server supports, what we'd request,
+    per type and why, and warnings (nothing would be requested, a syntax the server lacks)."""
     doc = discover(health_system, force=True)
-    scopes, resources = launch_scopes(health_system, doc)
+    syntax, choices = _choices(health_system, doc)
     configured = list(health_system.resources or [])
+    default = sorted(configured) == sorted(DEFAULT_RESOURCES)
+    requested = [c for c in choices if c.scope]
     methods = doc.get("code_challenge_methods_supported")
+    warnings: list[str] = []
+    if not any(not c.reference for c in requested):
+        warnings.append(
+            "nothing would be requested: none of the configured resources is in the server's "
+            "CapabilityStatement (a launch would fail with ehr_misconfigured)"
+        )
+    if syntax != health_system.scope_syntax:
+        warnings.append(
+            f"the registration says SMART {health_system.scope_syntax} but the server only "
+            f"advertises {syntax}: {syntax} scopes will be requested"
+        )
+    types = []
+    for choice in choices:
+        if choice.reference:
+            origin = "read by reference"
+        elif default:
+            origin = "configured (the default resource list)"
+        else:
+            origin = "configured"
+        types.append(
+            {
+                "resource": choice.resource,
+                "scope": choice.scope,
+                "requested": bool(choice.scope),
+                "why": choice.reason,
+                "origin": origin,
+                "in_capability_statement": choice.in_capability_statement,
+                "scopes_supported": choice.advertised,
+            }
+        )
     return {
         "health_system": str(health_system.pk),
         "discovery_source": doc["source"],
@@ -167,13 +230,19 @@ def check_report(health_system: HealthSystem) -> dict[str, Any]:
         "token_endpoint": doc["token_endpoint"],
         "revocation": doc["revocation_endpoint"] or None,
         "pkce_s256": "advertised" if methods and "S256" in methods else "not advertised",
+        "iss_parameter": "advertised"
+        if doc.get("authorization_response_iss_parameter_supported")
+        else "not advertised",
         "client_auth": health_system.client_auth,
         "client_auth_supported": doc.get("token_endpoint_auth_methods_supported"),
         "capabilities": doc.get("capabilities"),
         "server_resources": doc["resources"],
         "scopes_supported_count": len(doc.get("scopes_supported") or []),
+        "scope_syntax": syntax,
         "configured_resources": configured,
-        "requested_resources": resources,
-        "not_supported": [r for r in configured if r not in resources],
-        "requested_scopes": scopes,
+        "requested_resources": [c.resource for c in requested],
+        "not_supported": [c.resource for c in choices if not c.scope and not c.reference],
+        "requested_scopes": [*BASE_SCOPES, *(c.scope for c in requested if c.scope)],
+        "types": types,
+        "warnings": warnings,
     }

@@ -30,7 +30,7 @@ from fhirlink.exceptions import (
     LaunchRefused,
 )
 from fhirlink.models import ClientAuth, Connection, ConnectionStatus, HealthSystem, LaunchAttempt
-from fhirlink.scopes import compare_grant, parse_scope_string
+from fhirlink.scopes import compare_grant, parse_scope_string, requested_resources
 from fhirlink.services import oauth_client
 from fhirlink.services.discovery import discover, launch_scopes
 from fhirlink.services.oidc import issuer_trusted, verify_id_token
@@ -436,11 +436,8 @@ def _complete(
 
 
 def _requested_resources(requested_scopes: str) -> list[str]:
-    resources: list[str] = []
-    for scope in parse_scope_string(requested_scopes):
-        if scope.startswith("patient/") and "." in scope:
-            resources.append(scope[len("patient/") :].split(".", 1)[0])
-    return resources
+    # patient/ and user/ scopes (Cerner lists user/Practitioner.rs for the references).
+    return requested_resources(requested_scopes)
 
 
 def _final_connection(attempt: LaunchAttempt, fhir_patient: str) -> Connection:

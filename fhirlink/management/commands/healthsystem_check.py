@@ -41,7 +41,21 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
             return
+        types = report.pop("types")
+        warnings = report.pop("warnings")
         for key, value in report.items():
             if isinstance(value, list):
                 value = ", ".join(str(v) for v in value) if value else "-"
             self.stdout.write(f"{key:26} {value}")
+        self.stdout.write("")
+        self.stdout.write("per type (what is requested, and why):")
+        for row in types:
+            cs = {True: "in CapabilityStatement", False: "not in CapabilityStatement"}.get(
+                row["in_capability_statement"], "CapabilityStatement lists no resources"
+            )
+            scope = row["scope"] or "not requested"
+            self.stdout.write(
+                f"  {row['resource']:22} {scope:34} {row['why']}; {cs}; {row['origin']}"
+            )
+        for warning in warnings:
+            self.stderr.write(self.style.WARNING(f"WARNING: {warning}"))
