@@ -33,3 +33,22 @@ __all__ += [
     "SyncedResource",
     "synced_payload_aad",
 ]
+from fhirlink.models.directory import (
+    DirectoryEntry,
+    DirectoryImport,
+    EndpointChange,
+    EndpointHealth,
+    EndpointState,
+    EntryStatus,
+    PlatformApp,
+)
+
+__all__ += [
+    "DirectoryEntry",
+    "DirectoryImport",
+    "EndpointChange",
+    "EndpointHealth",
+    "EndpointState",
+    "EntryStatus",
+    "PlatformApp",
+]
