@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "fhirlink",
     # Engagement
     "engagement",
+    # Security-review pack (manage.py security_review_pack; per-health-system review state)
+    "patientportal.reviewpack",
 ]
 
 MIDDLEWARE = [
