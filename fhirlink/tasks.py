@@ -96,3 +96,46 @@ def on_account_deletion_requested(*, patient_id: object) -> None:
     """ACCOUNT_DELETION_REQUEST_HANDLERS entry (called after commit): erase in the background,
     because revocation calls the health systems."""
     patient_connections_erase.delay(str(patient_id))
+
+
+@shared_task(
+    name="fhirlink.directory_import",
+    autoretry_for=(http.EhrRetryable,),
+    retry_backoff=300,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def directory_import_published() -> int:
+    """Beat: re-import the published directory (FHIRLINK_DIRECTORY_URL); idempotent."""
+    from fhirlink.directory.importer import (
+        directory_default_url,
+        directory_fetch,
+        directory_import,
+    )
+
+    url = directory_default_url()
+    run = directory_import(
+        raw=directory_fetch(url=url), source=settings.FHIRLINK_DIRECTORY_SOURCE, origin=url
+    )
+    return run.pk
+
+
+@shared_task(name="fhirlink.endpoint_health_tick", soft_time_limit=120, time_limit=180)
+def endpoint_health_tick() -> int:
+    """Beat: enqueue the endpoint checks due (connected endpoints, then a few of the rest)."""
+    from fhirlink.directory.health import endpoint_checks_due
+
+    urls = endpoint_checks_due()
+    for url in urls:
+        endpoint_check.delay(url)
+    return len(urls)
+
+
+@shared_task(name="fhirlink.endpoint_check", soft_time_limit=90, time_limit=120)
+def endpoint_check(fhir_base_url: str) -> str:
+    """Check one endpoint (smart-configuration + CapabilityStatement) and record the result."""
+    from fhirlink.directory.health import endpoint_check as check
+
+    return check(fhir_base_url=fhir_base_url).state

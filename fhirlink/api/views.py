@@ -8,10 +8,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from fhirlink import selectors
-from fhirlink.models import Connection, HealthSystem
+from fhirlink.directory.search import directory_search
+from fhirlink.directory.selectors import directory_page_rows
+from fhirlink.models import Connection
 from fhirlink.services.connections import connection_disconnect
 from fhirlink.services.launch import connection_start
 from patientportal.accesslog.logged import AccessLoggedAPIMixin, AccessLoggedListMixin
@@ -20,13 +23,18 @@ from patientportal.consent.models import Purpose
 from patientportal.core.api.pagination import CursorPagination
 from patientportal.core.api.permissions import PATIENT_API
 
+from .directory_serializers import (
+    MAX_OFFSET,
+    HealthSystemSearchPageSerializer,
+    HealthSystemSearchQuerySerializer,
+    cursor_encode,
+)
 from .serializers import (
     ConnectionSerializer,
     ConnectionStartResponseSerializer,
     ConnectionStartSerializer,
     DisconnectQuerySerializer,
     DisconnectReceiptSerializer,
-    HealthSystemSerializer,
 )
 
 
@@ -34,21 +42,52 @@ class ConnectionPagination(CursorPagination):
     ordering = "-created_at"
 
 
-class HealthSystemListView(generics.ListAPIView[HealthSystem]):
-    """The health systems a patient can connect (the registry; not patient data)."""
+class HealthSystemListView(APIView):
+    """Find your hospital: the directory (Oracle's published endpoints, hand registrations),
+    ranked by match (typo-tolerant, accent-insensitive). Not patient data."""
 
     serves_patient_data = False
     permission_classes = PATIENT_API
     required_scopes = ["connections"]
-    serializer_class = HealthSystemSerializer
-    pagination_class = None
 
-    def get_queryset(self) -> Any:
-        return selectors.health_system_list_enabled()
-
-    @extend_schema(operation_id="health_systems_list")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+    @extend_schema(
+        operation_id="health_systems_list",
+        parameters=[HealthSystemSearchQuerySerializer],
+        responses={
+            200: HealthSystemSearchPageSerializer,
+            400: OpenApiResponse(description="A parameter is not valid (`errors` names it)."),
+        },
+        description=(
+            "Search the health systems a patient can connect, by name, alias or town "
+            "(`search`), within a state (`state`), nearest a ZIP code first (`near`). Results "
+            "carry city, state and ZIP (several organisations share a name), a logo where "
+            "known, and whether each can be connected now. Without `search`, everything in "
+            "name order. Cursor-paginated: follow `next`."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        query = HealthSystemSearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        offset, size = data.get("cursor", 0), data["page_size"]
+        items = directory_search(
+            text=data.get("search", ""),
+            state=data.get("state", ""),
+            near=data.get("near", ""),
+            limit=offset + size + 1,
+        )
+        url = request.build_absolute_uri()
+        more = len(items) > offset + size and offset + size <= MAX_OFFSET
+        page = {
+            "next": replace_query_param(url, "cursor", cursor_encode(offset + size))
+            if more
+            else None,
+            "previous": replace_query_param(url, "cursor", cursor_encode(max(0, offset - size)))
+            if offset
+            else None,
+            "results": directory_page_rows(items=items[offset : offset + size]),
+        }
+        return Response(HealthSystemSearchPageSerializer(page).data)
 
 
 class ConnectionListView(AccessLoggedListMixin, generics.ListAPIView[Connection]):

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from fhirlink import audit, hooks, http, vault
+from fhirlink.directory.platform import directory_health_system_resolve
 from fhirlink.exceptions import (
     ConnectionNotFound,
     EhrMisconfigured,
@@ -122,7 +123,8 @@ def connection_start(
 ) -> LaunchStart:
     """Begin a launch: consent gate, discovery, scopes, state/PKCE/nonce; the authorize URL."""
     consent_require(patient=patient, purpose=Purpose.EHR_SYNC)
-    health_system = HealthSystem.objects.filter(pk=health_system_id, enabled=True).first()
+    # A registration, or a directory entry turned into one now (its source's platform app).
+    health_system = directory_health_system_resolve(health_system_id=health_system_id)
     if health_system is None:
         raise HealthSystemNotFound()
     allowed = app_return_uris()

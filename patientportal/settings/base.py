@@ -575,6 +575,29 @@ FHIRLINK_RECORDS_SUMMARY_LIMIT = env.int("FHIRLINK_RECORDS_SUMMARY_LIMIT", defau
 FHIRLINK_RECORDS_CERNER_CODE_MAP: dict[str, str] = env.dict(
     "FHIRLINK_RECORDS_CERNER_CODE_MAP", default={}
 )
+# Health-system directory (fhirlink.directory): Oracle's published patient-access endpoints,
+# re-imported on this schedule (hours; 0 turns it off); endpoint health checks every tick, each
+# connected endpoint at most this often, the others a few per tick; down after N failures.
+FHIRLINK_DIRECTORY_URL: str = env.str(
+    "FHIRLINK_DIRECTORY_URL",
+    default="https://raw.githubusercontent.com/oracle-samples/ignite-endpoints/refs/heads/main/"
+    "oracle_health_fhir_endpoints/millennium_patient_r4_endpoints.json",
+)
+FHIRLINK_DIRECTORY_SOURCE: str = env.str("FHIRLINK_DIRECTORY_SOURCE", default="oracle-millennium")
+FHIRLINK_DIRECTORY_IMPORT_HOURS = env.int("FHIRLINK_DIRECTORY_IMPORT_HOURS", default=24 * 7)
+FHIRLINK_ENDPOINT_CHECK_MINUTES = env.int("FHIRLINK_ENDPOINT_CHECK_MINUTES", default=60)
+FHIRLINK_ENDPOINT_IDLE_CHECK_DAYS = env.int("FHIRLINK_ENDPOINT_IDLE_CHECK_DAYS", default=14)
+FHIRLINK_ENDPOINT_IDLE_PER_TICK = env.int("FHIRLINK_ENDPOINT_IDLE_PER_TICK", default=10)
+FHIRLINK_ENDPOINT_DOWN_AFTER = env.int("FHIRLINK_ENDPOINT_DOWN_AFTER", default=3)
+if FHIRLINK_DIRECTORY_IMPORT_HOURS > 0:
+    CELERY_BEAT_SCHEDULE["fhirlink-directory-import"] = {
+        "task": "fhirlink.directory_import",
+        "schedule": timedelta(hours=FHIRLINK_DIRECTORY_IMPORT_HOURS),
+    }
+CELERY_BEAT_SCHEDULE["fhirlink-endpoint-health"] = {
+    "task": "fhirlink.endpoint_health_tick",
+    "schedule": timedelta(minutes=env.int("FHIRLINK_ENDPOINT_TICK_MINUTES", default=10)),
+}
 # Revoking the ehr_sync consent stops running syncs at their next page.
 CONSENT_REVOCATION_HANDLERS["ehr_sync"].append("fhirlink.services.sync.runs.sync_stop_for_patient")
 

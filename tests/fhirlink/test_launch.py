@@ -488,9 +488,29 @@ def test_health_system_list_and_disabled(consenting_patient, api_client_for, ehr
     api = api_client_for(consenting_patient, scope="connections")
     listed = api.get("/api/v1/health-systems")
     assert listed.status_code == 200
-    assert listed.json() == [{"id": str(health_system.pk), "name": "Test Health", "logo_url": ""}]
+    assert listed.json() == {
+        "next": None,
+        "previous": None,
+        "results": [
+            {
+                "id": str(health_system.pk),
+                "name": "Test Health",
+                "city": "",
+                "state": "",
+                "postal_code": "",
+                "logo_url": None,
+                "available": True,
+                "availability": "available",
+                "directory": "registered",
+            }
+        ],
+    }
     HealthSystem.objects.filter(pk=health_system.pk).update(enabled=False)
-    assert api.get("/api/v1/health-systems").json() == []
+    assert api.get("/api/v1/health-systems").json() == {
+        "next": None,
+        "previous": None,
+        "results": [],
+    }
     response = api.post("/api/v1/connections", {"health_system": str(health_system.pk)})
     assert response.status_code == 404
     assert response.json()["code"] == "health_system_not_found"
