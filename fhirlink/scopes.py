@@ -142,9 +142,9 @@ def effective_syntax(
 ) -> str:
     """The registration's syntax, unless the server shows it speaks only the other one."""
     other = "v1" if registered == "v2" else "v2"
-    caps = set(capabilities or [])
-    if f"permission-{other}" in caps and f"permission-{registered}" not in caps:
-        return other
+    caps = {c for c in capabilities or [] if c in {"permission-v1", "permission-v2"}}
+    if caps:
+        return other if caps == {f"permission-{other}"} else registered
     syntaxes = _hint(scopes_supported).syntaxes
     if syntaxes == {other}:
         return other
@@ -319,3 +319,43 @@ def granted_categories(granted: str | Iterable[str]) -> dict[str, list[str]]:
 def category_code(token: str) -> str:
     """The code of a `system|code` token."""
     return token.rsplit("|", 1)[-1]
+
+
+@dataclass(frozen=True)
+class GrantSummary:
+    """What a launch's grant means for the connection."""
+
+    allowed: list[str]  # requested types the grant lets the sync read (references included)
+    declined: list[str]  # configured types asked for, offered by the server, not granted
+    outcome: str  # connected | connected_partial | no_resources_granted
+
+
+def grant_summary(
+    *,
+    requested_scopes: str,
+    granted: Iterable[str],
+    scopes_supported: Iterable[str] | None,
+    reference_types: Iterable[str],
+) -> GrantSummary:
+    """Compare a grant with its request. A type the server does not offer (not in
+    `scopes_supported`, not covered by a listed wildcard: asked for because that list is not
+    exhaustive) and did not grant is not "declined" (the patient was never asked); a reference
+    type not granted is skipped by the sync, which says so on the run. No configured type
+    granted: `no_resources_granted` (also what a v2-registered app at Cerner gets when it asks
+    in v1)."""
+    requested = requested_resources(requested_scopes)
+    allowed, not_granted = compare_grant(requested=requested, granted=granted)
+    references = set(reference_types)
+    hint = _hint(scopes_supported)
+
+    def offered(resource: str) -> bool:
+        if not hint.present or hint.wildcards:
+            return True
+        return any((ctx, resource) in hint.per_type for ctx in ("patient", "user"))
+
+    declined = [r for r in not_granted if r not in references and offered(r)]
+    clinical = [r for r in allowed if r not in references]
+    outcome = (
+        "no_resources_granted" if not clinical else "connected_partial" if declined else "connected"
+    )
+    return GrantSummary(allowed, declined, outcome)

@@ -55,6 +55,9 @@ class SyncRun(models.Model):
     counts = models.JSONField(default=dict, blank=True)  # {type: {fetched, created, ...}}
     errors = models.JSONField(default=list, blank=True)  # [{type, code}] codes only, no PHI
     references = models.JSONField(default=list, blank=True)  # ["Practitioner/1", ...] to fetch
+    # What the run did not read because the patient did not grant it (not an error: the run
+    # can still succeed): [{type, reason: "not_granted", references: n}].
+    skipped = models.JSONField(default=list, blank=True)
     pages = models.PositiveIntegerField(default=0)
     bytes = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)

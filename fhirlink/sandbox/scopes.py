@@ -51,15 +51,20 @@ PATIENT_SCOPE_TYPES = (
     "Slot",
     "Specimen",
 )
+# `user/` scopes on the patient-access host: the same types plus the ones outside the patient's
+# compartment that its resources reference (the live list: 145 scopes in all). A reference read
+# (Practitioner, Organization, Location) needs one of these, as at the strictest real server.
+USER_SCOPE_TYPES = tuple(sorted((*PATIENT_SCOPE_TYPES, "Location", "Organization", "Practitioner")))
 # v2 forms offered: ".rs" except where the live list differs.
 V2_FORMS = {"Observation": "s", "Binary": "r", "Media": "r"}
 
 
 def supported_scopes() -> list[str]:
     out = list(IDENTITY_SCOPES)
-    for rtype in PATIENT_SCOPE_TYPES:
-        out.append(f"patient/{rtype}.read")
-        out.append(f"patient/{rtype}.{V2_FORMS.get(rtype, 'rs')}")
+    for context, types in (("patient", PATIENT_SCOPE_TYPES), ("user", USER_SCOPE_TYPES)):
+        for rtype in types:
+            out.append(f"{context}/{rtype}.read")
+            out.append(f"{context}/{rtype}.{V2_FORMS.get(rtype, 'rs')}")
     return sorted(out)
 
 
@@ -92,7 +97,7 @@ def scopes_filter(
             scope = "patient/Observation.s"
         if scope not in SUPPORTED:
             continue
-        if scope.startswith("patient/"):
+        if scope.startswith(("patient/", "user/")):
             is_v1 = scope.endswith(".read")
             if smart_version == "v2" and is_v1:
                 continue
@@ -112,17 +117,50 @@ def scopes_filter(
 
 def untickable(scope: str) -> bool:
     """Scopes the approval page lets the patient untick."""
-    return scope.startswith("patient/") or scope in {"offline_access", "online_access"}
+    return scope.startswith(("patient/", "user/")) or scope in {"offline_access", "online_access"}
+
+
+def _perms_allow(perms: str, letter: str) -> bool:
+    if perms in {"read", "*"}:
+        return True
+    return perms not in {"write"} and letter in perms
+
+
+def allowed_categories(
+    scopes: frozenset[str] | set[str], rtype: str, interaction: str
+) -> set[str] | None:
+    """The category codes a granted scope set limits ``rtype`` to (v2 granular scopes such as
+    ``patient/Observation.rs?category=…|laboratory``); None: not limited (or not allowed at
+    all: see ``allows``)."""
+    letter = "r" if interaction == "read" else "s"
+    limited: set[str] = set()
+    for scope in scopes:
+        head, _, query = scope.partition("?")
+        context, _, rest = head.partition("/")
+        if context not in {"patient", "user"} or "." not in rest:
+            continue
+        stype, _, perms = rest.partition(".")
+        if stype not in {rtype, "*"} or not _perms_allow(perms, letter):
+            continue
+        if not query:
+            return None
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name == "category" and value:
+                limited.add(value.rsplit("|", 1)[-1])
+    return limited
 
 
 def allows(scopes: frozenset[str] | set[str], rtype: str, interaction: str) -> bool:
-    """Does a granted scope set allow ``read`` or ``search`` on a resource type?"""
-    if f"patient/{rtype}.read" in scopes:
-        return True
+    """Does a granted scope set allow ``read`` or ``search`` on a resource type (patient/ or
+    user/ context, v1 or v2, wildcards, granular scopes for some of its categories)?"""
     letter = "r" if interaction == "read" else "s"
     for scope in scopes:
-        if scope.startswith(f"patient/{rtype}."):
-            perms = scope.split(".", 1)[1]
-            if perms != "read" and letter in perms:
-                return True
+        head = scope.partition("?")[0]
+        context, _, rest = head.partition("/")
+        if context not in {"patient", "user"} or "." not in rest:
+            continue
+        stype, _, perms = rest.partition(".")
+        if stype in {rtype, "*"} and _perms_allow(perms, letter):
+            return True
     return False

@@ -23,11 +23,12 @@ from .fhir.search import (
     SUPPORTED_TYPES,
     SearchError,
     build_predicate,
+    token_values,
     ts_range,
 )
 from .oauth import TokenContext, bearer_check, grant_revoke
 from .responses import FHIR_JSON, fhir_response, insufficient_scope, outcome_response, unauthorized
-from .scopes import allows
+from .scopes import allowed_categories, allows
 from .state import fhir_base, origin_of, tenant_state
 
 PAGE_SALT = "fhirlink.sandbox.page-context"
@@ -261,8 +262,8 @@ def fhir_endpoint(
 
 
 def _need_scope(token: TokenContext, rtype: str, interaction: str) -> None:
-    if rtype in data.SHARED_TYPES:
-        return  # referenced Practitioner/Organization/Location: readable with any patient token
+    """Every read and search needs a scope for its type, references included (a Practitioner
+    read without a Practitioner scope is 403), as at the strictest real server."""
     if not allows(token.scopes, rtype, interaction):
         raise Denied(insufficient_scope())
 
@@ -307,6 +308,9 @@ def _read(ctx: Ctx, token: TokenContext, rtype: str, rid: str) -> dict[str, Any]
         raise _not_found(rtype, rid)
     if patient.key != me.key:
         raise _forbidden()
+    limited = allowed_categories(token.scopes, rtype, "read")
+    if limited is not None and row.category not in limited:
+        raise Denied(insufficient_scope())
     return resource
 
 
@@ -379,6 +383,12 @@ def _search(request: HttpRequest, ctx: Ctx, token: TokenContext, rtype: str) -> 
         if unknown:
             raise SearchError(f"Unsupported search parameter(s): {', '.join(sorted(unknown))}.")
     _need_scope(token, rtype, "search")
+    limited = allowed_categories(token.scopes, rtype, "search")
+    if limited is not None:
+        # Granted only some categories: the search must ask for those (or fewer) only.
+        asked = token_values(",".join(q.get("category", [])))
+        if not asked or not asked <= limited:
+            raise Denied(insufficient_scope())
     revinclude = q.get("_revinclude", [])
     if revinclude:
         if not spec.revinclude or revinclude != ["Provenance:target"]:

@@ -113,15 +113,18 @@ def test_scopes_v1_and_v2():
         "patient/Observation.s",
         "patient/Condition.rs",
         "patient/Binary.r",
+        # Not in scopes_supported, which is not exhaustive: still asked for (issue #20).
+        "patient/Coverage.rs",
     ]
-    assert chosen == ["Observation", "Condition", "Binary"]
+    assert chosen == ["Observation", "Condition", "Binary", "Coverage"]
     v1, _ = requested_scopes(
         resources=["Observation", "Condition", "Binary"],
         supported_resources=None,
         scopes_supported=listed,
         syntax="v1",
     )
-    assert v1[4:] == ["patient/Observation.read", "patient/Condition.read"]
+    # Binary is listed in v2 only: v1's default form (the list is a hint).
+    assert v1[4:] == ["patient/Observation.read", "patient/Condition.read", "patient/Binary.read"]
     # Nothing listed (CapabilityStatement fallback): configured ∩ resources, default forms.
     bare, _ = requested_scopes(
         resources=["Observation", "Goal"],
@@ -153,17 +156,68 @@ def test_healthsystem_check_command(ehr, health_system):
     assert report["fhir_version"] == "4.0.1"
     assert report["pkce_s256"] == "advertised"
     assert report["revocation"] == fake_cerner.REVOKE_URL
+    assert report["scope_syntax"] == "v2"
+    # Communication is readable in Cerner's CapabilityStatement but not in scopes_supported,
+    # which is a hint only (issue #20): still asked for. Basic cannot be read there (no read or
+    # search interaction). The references' user/ forms as listed.
     assert report["requested_resources"] == [
         "Patient",
         "Observation",
         "Condition",
         "AllergyIntolerance",
+        "Communication",
+        "Practitioner",
+        "Organization",
+        "Location",
     ]
-    assert report["not_supported"] == ["Communication", "Basic"]
-    assert "patient/Observation.s" in report["requested_scopes"]
+    assert report["not_supported"] == ["Basic"]
+    assert report["warnings"] == []
+    by_type = {row["resource"]: row for row in report["types"]}
+    assert by_type["Observation"] == {
+        "resource": "Observation",
+        "scope": "patient/Observation.s",
+        "requested": True,
+        "why": "scopes_supported lists patient/Observation.s",
+        "origin": "configured",
+        "in_capability_statement": True,
+        "scopes_supported": "listed",
+    }
+    assert by_type["Communication"]["why"] == "not in scopes_supported, which is not exhaustive"
+    assert by_type["Basic"]["why"] == "not in the server's CapabilityStatement"
+    assert by_type["Practitioner"]["scope"] == "user/Practitioner.rs"
+    assert by_type["Practitioner"]["origin"] == "read by reference"
+    assert by_type["Medication"] == {
+        "resource": "Medication",
+        "scope": None,
+        "requested": False,
+        "why": "not in the server's CapabilityStatement",
+        "origin": "read by reference",
+        "in_capability_statement": False,
+        "scopes_supported": "-",
+    }
     text = StringIO()
     call_command("healthsystem_check", str(health_system.pk), stdout=text)
     assert "fhir_version               4.0.1" in text.getvalue()
+    assert "  Observation            patient/Observation.s" in text.getvalue()
+
+
+def test_healthsystem_check_warns_when_nothing_would_be_requested(ehr, health_system):
+    health_system.resources = ["Basic2", "NotAType"]
+    health_system.save(update_fields=["resources"])
+    out, err = StringIO(), StringIO()
+    call_command("healthsystem_check", health_system.slug, stdout=out, stderr=err)
+    assert "WARNING: nothing would be requested" in err.getvalue()
+    report = json.loads(
+        (lambda s: (call_command("healthsystem_check", health_system.slug, "--json", stdout=s), s))(
+            StringIO()
+        )[1].getvalue()
+    )
+    assert report["not_supported"] == ["Basic2", "NotAType"]
+    assert report["requested_resources"] == ["Practitioner", "Organization", "Location"]
+    assert report["warnings"] == [
+        "nothing would be requested: none of the configured resources is in the server's "
+        "CapabilityStatement (a launch would fail with ehr_misconfigured)"
+    ]
 
 
 # --- the outbound HTTP client ----------------------------------------------------------------

@@ -66,6 +66,7 @@ from fhirlink.models import (
     SyncWatermark,
 )
 from fhirlink.models.sync import StreamMode, StreamStatus
+from fhirlink.scopes import granted_categories
 from fhirlink.services.sync import plan
 from fhirlink.services.sync.extras import ExtrasMixin, Job
 from fhirlink.services.sync.finish import FinishMixin
@@ -325,6 +326,7 @@ class SyncExecution(ExtrasMixin, FinishMixin):
         reconcile_after = timedelta(days=float(S("FHIRLINK_SYNC_RECONCILE_DAYS", 7)))
         now = timezone.now()
         pid = self.connection.fhir_patient_id
+        categories = granted_categories(self.connection.granted_scopes or "")
         streams: list[SyncStream] = []
         for rtype in types:
             if rtype in plan.READ_TYPES:
@@ -351,7 +353,9 @@ class SyncExecution(ExtrasMixin, FinishMixin):
                 mode, since = StreamMode.INCREMENTAL, mark.since
             else:
                 mode, since = StreamMode.REFETCH, None
-            params = plan.search_params(rtype, patient_id=pid, since=since)
+            params = plan.search_params(
+                rtype, patient_id=pid, since=since, categories=categories.get(rtype)
+            )
             if rtype == "Observation" and mode == StreamMode.FULL:
                 params = {**params, "_probe": "1"}
             streams.append(

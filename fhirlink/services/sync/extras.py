@@ -36,6 +36,7 @@ from fhirlink.models import (
     SyncedResource,
     SyncRun,
 )
+from fhirlink.scopes import requested_resources
 from fhirlink.services.sync import plan
 from fhirlink.services.sync.runs import RUN_ENDING_CODES, StopRun
 from fhirlink.services.sync.store import (
@@ -73,9 +74,34 @@ class ExtrasMixin:
         def _add_error(self, resource_type: str, code: str, **extra: Any) -> None: ...
 
     def _reference_types(self) -> set[str]:
-        """The referenced types to fetch: those the server supports, of `REFERENCE_TYPES`."""
+        """The referenced types to fetch: those of `REFERENCE_TYPES` the server supports and
+        the patient granted (a server that enforces scopes answers 403 to the others)."""
+        return {t for t in self._reference_types_supported() if self._reference_granted(t)}
+
+    def _reference_types_supported(self) -> set[str]:
         supported = (self.connection.health_system.discovery or {}).get("resources")
         return set(plan.REFERENCE_TYPES) & set(supported or plan.REFERENCE_TYPES)
+
+    def _reference_granted(self, rtype: str) -> bool:
+        if rtype in (self.connection.granted_resources or []):
+            return True
+        # A connection launched before the references' scopes were requested (issue #20):
+        # never asked for, so read as before (a server that allows it still answers).
+        return rtype not in requested_resources(self.connection.requested_scopes or "")
+
+    def _references_not_granted(self, references: list[str]) -> list[dict[str, Any]]:
+        """What the run skipped because the patient did not grant its type: one entry per
+        type, with how many references the stored pages named (no ids: nothing was read)."""
+        skipped = self._reference_types_supported() - self._reference_types()
+        counts: dict[str, int] = {}
+        for ref in references:
+            rtype = ref.partition("/")[0]
+            if rtype in skipped:
+                counts[rtype] = counts.get(rtype, 0) + 1
+        return [
+            {"type": rtype, "reason": "not_granted", "references": n}
+            for rtype, n in sorted(counts.items())
+        ]
 
     def _references_stored(self) -> set[tuple[str, str]]:
         """The connection's referenced resources already stored (fetched once per connection).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
@@ -34,6 +34,10 @@ class FinishMixin:
     run: SyncRun
     connection: Connection
     started: float
+
+    if TYPE_CHECKING:
+
+        def _references_not_granted(self, references: list[str]) -> list[dict[str, Any]]: ...
 
     def _finish(self, fatal: str = "") -> str:
         now = timezone.now()
@@ -85,6 +89,7 @@ class FinishMixin:
             )
         run.status = status
         run.counts = counts
+        run.skipped = self._references_not_granted(list(run.references or []))
         run.finished_at = now
         run.lease_until = None
         run.requests = getattr(getattr(self, "client", None), "requests_made", run.requests)
@@ -93,6 +98,7 @@ class FinishMixin:
             update_fields=[
                 "status",
                 "counts",
+                "skipped",
                 "finished_at",
                 "lease_until",
                 "errors",

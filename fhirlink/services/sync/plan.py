@@ -71,10 +71,19 @@ def permitted_types(*, granted: list[str], supported: list[str] | None) -> list[
 
 
 def search_params(
-    resource_type: str, *, patient_id: str, since: datetime | None = None
+    resource_type: str,
+    *,
+    patient_id: str,
+    since: datetime | None = None,
+    categories: list[str] | None = None,
 ) -> dict[str, Any]:
+    """The first page's parameters. `categories`: the category tokens the patient granted
+    (SMART v2 granular scopes, `fhirlink.scopes.granted_categories`): only those are asked
+    for (`category=a,b`), as a server that enforces them requires."""
     spec = TYPE_SPECS[resource_type]
     params: dict[str, Any] = {spec.patient_param: patient_id, **spec.params}
+    if categories and "category" not in spec.params:
+        params["category"] = ",".join(categories)
     if spec.count_max:
         params["_count"] = str(min(spec.count_max, int(setting("FHIRLINK_SYNC_PAGE_SIZE", 200))))
     if since is not None and spec.last_updated:

@@ -62,6 +62,8 @@ def sync_run_progress(run: SyncRun) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_ms": run.duration_ms,
         "errors": [e.get("code") for e in (run.errors or [])][:20],
+        # Not read because not granted (not an error): [{type, reason, references}].
+        "skipped": list(run.skipped or []),
         "types": types,
     }
 
