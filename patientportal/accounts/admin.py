@@ -1,20 +1,40 @@
-"""Users, patients and deletion requests in the admin. No password hashes, tokens or secrets.
+"""Users, patients, deletion requests, groups and second factors in the admin.
 
-The password is shown only through Django's standard read-only widget (algorithm and a masked
-hash). Privilege fields (superuser, staff, groups, permissions) can be changed only by a
-superuser, and only a superuser can change a superuser: an operator with `change_user` cannot
-raise anyone's privileges, including their own.
+Least privilege (issue #19; OWASP ASVS 5.0 V8, HIPAA 164.312(a)(1) and (d)): whatever
+permissions a role or a user is given, only a superuser
+
+- sets another user's password (`<id>/password/`; everyone else changes their own password at
+  `admin:password_change`, which asks for the current one), or changes a user's e-mail address
+  (the address password resets go to);
+- changes privilege fields (superuser, staff, groups, permissions), adds or deletes users, and
+  changes or deletes a superuser;
+- adds, changes or deletes groups (the roles' permission sets);
+- sees, enrols, replaces or deletes second factors (TOTP and static devices).
+
+No page shows a secret: the password only through Django's masked widget (and not at all to
+non-superusers), no TOTP seed anywhere (`OTP_ADMIN_HIDE_SENSITIVE_DATA`: django-otp's key and QR
+views answer 403 to everyone; a hardware token's seed is typed into a write-only field).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.http import HttpRequest
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.db.models import Field
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
+from django_otp.plugins.otp_static.admin import StaticDeviceAdmin as OtpStaticDeviceAdmin
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as OtpTOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from patientportal.accesslog.logged import AccessLoggedAdminMixin
 from patientportal.careteams import admin_actions as careteam_actions
@@ -22,7 +42,13 @@ from patientportal.careteams import admin_actions as careteam_actions
 from .models import AccountDeletionRequest, Patient, User
 from .services import oauth_tokens_revoke_for_user
 
-_PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "groups", "user_permissions")
+# Fields only a superuser may change: privileges, and the address password resets go to.
+_SUPERUSER_ONLY_FIELDS = ("email", "is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def _is_superuser(request: HttpRequest) -> bool:
+    user = request.user
+    return bool(user.is_active and user.is_superuser)
 
 
 @admin.register(User)
@@ -46,16 +72,52 @@ class UserAdmin(AccessLoggedAdminMixin, DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or _is_superuser(request):
+            return fieldsets
+        # No "set password" link: only a superuser sets another user's password.
+        return tuple(
+            (name, {**options, "fields": tuple(f for f in options["fields"] if f != "password")})
+            for name, options in fieldsets
+        )
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))
-        if not request.user.is_superuser:
-            fields += tuple(f for f in _PRIVILEGE_FIELDS if f not in fields)
+        if not _is_superuser(request):
+            fields += tuple(f for f in _SUPERUSER_ONLY_FIELDS if f not in fields)
         return fields
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new account comes with a password chosen by whoever adds it.
+        return _is_superuser(request)
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+        if obj is not None and obj.is_superuser and not _is_superuser(request):
             return False
         return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request) and super().has_delete_permission(request, obj)
+
+    def user_change_password(
+        self, request: HttpRequest, id: str, form_url: str = ""
+    ) -> HttpResponse:
+        """Setting someone's password is signing in as them: superusers only. Others change
+        their own password in the normal flow, which asks for the current one."""
+        if not _is_superuser(request):
+            if str(request.user.pk) == str(id):
+                return redirect("admin:password_change")
+            raise PermissionDenied
+        target = self.get_object(request, id)
+        before = target.password if target is not None else None
+        response = super().user_change_password(request, id, form_url)
+        if target is not None:
+            target.refresh_from_db(fields=["password"])
+            if target.password != before:
+                # As after a password reset: the account's app sessions end with the password.
+                oauth_tokens_revoke_for_user(user=target)
+        return response
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -118,3 +180,82 @@ class AccountDeletionRequestAdmin(AccessLoggedAdminMixin, admin.ModelAdmin[Accou
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- Groups (the roles) ---------------------------------------------------------------------------
+
+
+class GroupAdmin(DjangoGroupAdmin):
+    """Roles' permission sets: visible to whoever may view groups, changed by superusers only
+    (a group that could be edited by its own members would let them grant themselves anything)."""
+
+    serves_patient_data = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return _is_superuser(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request)
+
+
+# --- Second factors -------------------------------------------------------------------------------
+
+
+class SuperuserOnlyAdminMixin:
+    """Every page of this admin is for active superusers only, whatever permissions a role or a
+    user holds: who may enrol, replace or remove a second factor may sign in as its owner."""
+
+    serves_patient_data = False
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_superuser(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return _is_superuser(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_superuser(request)
+
+
+class TOTPDeviceAdmin(SuperuserOnlyAdminMixin, OtpTOTPDeviceAdmin):
+    """django-otp's admin, superusers only. With OTP_ADMIN_HIDE_SENSITIVE_DATA the change page,
+    the list and the key/QR views never show the seed; on the add page the key is write-only
+    (a hardware token's seed is typed in; nothing is pre-filled, nothing echoed back)."""
+
+    def formfield_for_dbfield(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name == "key":
+            field.widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"})
+            field.initial = None
+            field.show_hidden_initial = False
+            field.help_text = (
+                "The device's secret in hex (e.g. from a hardware token's seed file). "
+                "Write-only: never shown, here or anywhere else."
+            )
+        return field
+
+
+class StaticDeviceAdmin(SuperuserOnlyAdminMixin, OtpStaticDeviceAdmin):
+    """django-otp's admin of backup codes, superusers only; the codes of a saved device are
+    never shown (OTP_ADMIN_HIDE_SENSITIVE_DATA hides the inline)."""
+
+
+for _model, _model_admin in (
+    (Group, GroupAdmin),
+    (TOTPDevice, TOTPDeviceAdmin),
+    (StaticDevice, StaticDeviceAdmin),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)

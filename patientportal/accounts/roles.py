@@ -4,6 +4,11 @@ Each role lists the permissions it needs and nothing more. The groups are create
 migration; every app that adds models whose permissions a role needs adds a migration calling
 `sync_roles`, so the groups always match this table. Permissions that do not exist (yet) are
 skipped, so the table can name models of apps that land later.
+
+No role holds a permission that changes who someone is or what they may do
+(`SUPERUSER_ONLY_PERMISSIONS`): passwords, second factors, groups, permissions and accounts are
+managed by superusers only. The admin enforces the same whatever a group holds
+(patientportal/accounts/admin.py), so a permission granted by mistake opens nothing.
 """
 
 from __future__ import annotations
@@ -44,12 +49,15 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "careteams.view_breakglassgrant",
         "careteams.view_careteamassignment",
         "careteams.view_careteam",
+        "reviewpack.view_reviewpack",
     ],
-    # Health-system registry, consent documents, staff accounts and care teams.
+    # Health-system registry, consent documents, care teams, and staff accounts' names and
+    # active flag (never a password, e-mail address, second factor, group or permission).
     OPERATOR: [
         "fhirlink.add_healthsystem",
         "fhirlink.change_healthsystem",
         "fhirlink.view_healthsystem",
+        "reviewpack.view_reviewpack",
         "consent.add_consentdocument",
         "consent.change_consentdocument",
         "consent.view_consentdocument",
@@ -60,9 +68,6 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "oauth2_provider.add_application",
         "oauth2_provider.change_application",
         "oauth2_provider.view_application",
-        "otp_totp.add_totpdevice",
-        "otp_totp.view_totpdevice",
-        "otp_totp.delete_totpdevice",
         "careteams.add_careteam",
         "careteams.change_careteam",
         "careteams.view_careteam",
@@ -71,6 +76,31 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "careteams.delete_careteamassignment",
     ],
 }
+
+
+# Permissions no role may hold (tests/security/test_admin_privilege.py checks the table and the
+# groups): with any of them, a role could sign in as someone else or raise its own privileges.
+SUPERUSER_ONLY_PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "accounts.add_user",
+        "accounts.delete_user",
+        "auth.add_group",
+        "auth.change_group",
+        "auth.delete_group",
+        "auth.add_permission",
+        "auth.change_permission",
+        "auth.delete_permission",
+        *(
+            f"{app}.{action}_{model}"
+            for app, model in (
+                ("otp_totp", "totpdevice"),
+                ("otp_static", "staticdevice"),
+                ("otp_static", "statictoken"),
+            )
+            for action in ("add", "change", "delete", "view")
+        ),
+    }
+)
 
 
 def sync_roles(apps: Any, schema_editor: Any) -> None:

@@ -219,6 +219,9 @@ AXES_CLIENT_IP_CALLABLE = "patientportal.core.http.client_ip"
 STAFF_SESSION_IDLE_TIMEOUT = env.int("STAFF_SESSION_IDLE_TIMEOUT", default=15) * 60
 STAFF_OTP_REQUIRED = env.bool("STAFF_OTP_REQUIRED", default=False)
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Patient Portal")
+# No admin page shows a TOTP seed or backup codes, to anyone (django-otp hides the key, the QR
+# code and the static tokens; its key and QR views answer 403).
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
