@@ -26,7 +26,8 @@ OAUTH2_PROVIDER = {
     "ALLOWED_REDIRECT_URI_SCHEMES": [*OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"], "http"],
 }
 
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# The e-mail printed whole on the console, not through logging (see patientportal/core/mail.py).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="patientportal.core.mail.ConsoleEmailBackend")
 
 # The Cerner sandbox runs as its own origin on SANDBOX_PORT (8001) in the demo.
 SANDBOX_ENABLED = True
