@@ -85,6 +85,10 @@ def connection_disconnect(
             erased = hooks.synced_data_erase(
                 connection_id=str(current.pk), patient_id=str(patient.pk)
             )
+            # Exports prepared before the purge hold the erased data: voided with it.
+            from fhirlink.records.export import exports_void
+
+            exports_void(patient_id=patient.pk)
             # Another connection (even a disconnected one the patient kept) may hold data
             # under the same key: then the store's row deletion is the erasure.
             others = Connection.objects.filter(patient=patient).exclude(pk=current.pk).exists()
