@@ -11,7 +11,8 @@ from django.http import HttpRequest
 
 from fhirlink.models import ClientAuth, Connection, HealthSystem
 from fhirlink.services.discovery import check_report
-from fhirlink.services.registry import default_redirect_uri, health_system_set_secret
+from fhirlink.services.launch import health_system_redirect_uri
+from fhirlink.services.registry import health_system_set_secret
 from patientportal.accesslog.logged import AccessLoggedAdminMixin
 from patientportal.core.errors import ApplicationError
 
@@ -52,11 +53,6 @@ class HealthSystemForm(forms.ModelForm[HealthSystem]):
             "enabled",
         ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.instance.pk or not self.instance.redirect_uri:
-            self.initial.setdefault("redirect_uri", default_redirect_uri())
-
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         auth = data.get("client_auth")
@@ -76,7 +72,12 @@ class HealthSystemAdmin(admin.ModelAdmin[HealthSystem]):
     list_display = ["name", "slug", "fhir_base_url", "client_auth", "scope_syntax", "enabled"]
     list_filter = ["enabled", "client_auth", "scope_syntax"]
     search_fields = ["name", "slug", "fhir_base_url", "tenant"]
-    readonly_fields = ["secret_stored", "discovery_fetched_at", "discovery_expires_at"]
+    readonly_fields = [
+        "secret_stored",
+        "redirect_uri_to_register",
+        "discovery_fetched_at",
+        "discovery_expires_at",
+    ]
     actions = ["run_check"]
 
     @admin.action(description="Check discovery (SMART configuration, FHIR version, scopes)")
@@ -103,10 +104,24 @@ class HealthSystemAdmin(admin.ModelAdmin[HealthSystem]):
     def secret_stored(self, obj: HealthSystem) -> bool:
         return obj.has_secret
 
+    @admin.display(description="redirect URI to register at the EHR")
+    def redirect_uri_to_register(self, obj: HealthSystem) -> str:
+        if not obj.slug:
+            return "(its own /fhirlink/callback/<slug>, once saved)"
+        own = health_system_redirect_uri(obj)
+        if obj.redirect_uri and obj.redirect_uri != own:
+            return (
+                f"{own} (this registration still uses {obj.redirect_uri}: register {own} at "
+                "the EHR, then set it here)"
+            )
+        return own
+
     def save_model(self, request: HttpRequest, obj: HealthSystem, form: Any, change: bool) -> None:
         secret = form.cleaned_data.get("secret")
         if secret:
             health_system_set_secret(obj, secret)
+        if not obj.redirect_uri:
+            obj.redirect_uri = health_system_redirect_uri(obj)
         obj.discovery = None
         obj.discovery_expires_at = None
         super().save_model(request, obj, form, change)

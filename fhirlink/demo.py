@@ -13,7 +13,8 @@ from django.core.management import call_command
 
 from fhirlink.models import ClientAuth, ScopeSyntax
 from fhirlink.models.health_systems import DEFAULT_RESOURCES
-from fhirlink.services.registry import default_redirect_uri, health_system_register
+from fhirlink.services.launch import health_system_redirect_uri
+from fhirlink.services.registry import health_system_register
 
 DEMO_TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
 DEMO_SLUG = "sandbox-demo"
@@ -24,7 +25,8 @@ def seed(stdout: Any) -> None:
     if not getattr(settings, "SANDBOX_ENABLED", False):
         return
     base = f"{settings.SANDBOX_BASE_URL}/r4/{DEMO_TENANT}"
-    redirect_uri = default_redirect_uri()
+    # Its own redirect URI (/fhirlink/callback/sandbox-demo), registered at the sandbox below.
+    redirect_uri = health_system_redirect_uri(DEMO_SLUG)
     health_system, created = health_system_register(
         slug=DEMO_SLUG,
         name="Sandbox Health (Cerner demo tenant)",

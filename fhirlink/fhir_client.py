@@ -308,7 +308,7 @@ class FhirClient:
     under a lock when a request gets a 401."""
 
     base_url: str
-    token: str
+    token: str = field(repr=False)  # a bearer token: never in a repr, a log or an error report
     on_unauthorized: Callable[[], str] | None = None
     limiter: HealthSystemLimiter | None = None
     # This process's share of the limiter: a thread waits here (woken at once when a request

@@ -85,7 +85,7 @@ def check_url(url: str) -> None:
 class EhrResponse:
     status: int
     headers: dict[str, str]
-    content: bytes
+    content: bytes = field(repr=False)  # a token response or PHI: never in a repr
     url: str
     _json: Any = field(default=None, repr=False)
 

@@ -67,8 +67,16 @@ class ConnectionStartSerializer(serializers.Serializer[Any]):
 
 class ConnectionStartResponseSerializer(serializers.Serializer[Any]):
     connection = ConnectionSerializer()
-    authorize_url = serializers.URLField()
-    expires_at = serializers.DateTimeField()
+    launch = serializers.UUIDField(help_text="This launch attempt's id.")
+    start_url = serializers.URLField(
+        help_text=(
+            "A single-use, short-lived URL on this server. Open it in the system browser, where "
+            "the patient is signed in to this server as the same account (else it asks them to "
+            "sign in first); it binds the launch to that browser and goes on to the health "
+            "system's sign-in page."
+        )
+    )
+    expires_at = serializers.DateTimeField(help_text="When `start_url` stops working.")
     requested_resources = serializers.ListField(child=serializers.CharField())
 
 

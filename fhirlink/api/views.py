@@ -122,8 +122,13 @@ class ConnectionListView(AccessLoggedListMixin, generics.ListAPIView[Connection]
         },
         description=(
             "Start connecting a health system (SMART patient standalone launch). Open "
-            "`authorize_url` in the system browser; when the patient is done the browser is sent "
-            "to the app's registered deep link with `connection` and `outcome` only. Requires the "
+            "`start_url` (single use, on this server, valid until `expires_at`) in the system "
+            "browser signed in to this server as the same account: it binds the launch to that "
+            "browser and account, then goes to the health system's sign-in page. When the "
+            "patient is done the browser is sent to the app's registered deep link with "
+            "`connection` and `outcome` only; confirm the result with "
+            "`GET /api/v1/connections/{id}` (its `status` and `last_outcome`). A launch "
+            "finished in another browser or by another account links nothing. Requires the "
             "`ehr_sync` consent (403 `consent_required`)."
         ),
     )
@@ -141,7 +146,8 @@ class ConnectionListView(AccessLoggedListMixin, generics.ListAPIView[Connection]
         body = ConnectionStartResponseSerializer(
             {
                 "connection": started.connection,
-                "authorize_url": started.authorize_url,
+                "launch": started.attempt_id,
+                "start_url": started.start_url,
                 "expires_at": started.expires_at,
                 "requested_resources": started.requested_resources,
             }

@@ -41,11 +41,7 @@ class Connection(models.Model):
     fhir_patient_id = models.CharField(max_length=200, blank=True)
     fhir_user = models.CharField(max_length=500, blank=True)
     oidc_issuer = models.CharField(max_length=500, blank=True)
-    # The id_token's `sub`: at Cerner the patient's login name at the health system, so sealed
-    # by the vault under the KEK `oidc_subject_key_id`, never stored in clear (the
-    # `oidc_subject` property below seals and opens it; `vault_rotate` re-wraps it).
-    oidc_subject_blob = models.BinaryField(null=True, blank=True, editable=False)
-    oidc_subject_key_id = models.CharField(max_length=64, blank=True)
+    oidc_subject = models.CharField(max_length=200, blank=True)
 
     # Scopes.
     requested_scopes = models.TextField(blank=True)
@@ -98,36 +94,16 @@ class Connection(models.Model):
     def has_tokens(self) -> bool:
         return bool(self.access_token_blob or self.refresh_token_blob)
 
-    @property
-    def oidc_subject(self) -> str:
-        """The EHR login name (`sub`), opened from its sealed column ("" when none)."""
-        from fhirlink import vault
-
-        if not self.oidc_subject_blob:
-            return ""
-        return vault.open_sealed(
-            self.oidc_subject_blob, key_id=self.oidc_subject_key_id, aad=self.oidc_subject_aad
-        )
-
-    @oidc_subject.setter
-    def oidc_subject(self, value: str) -> None:
-        """Seals `value` into `oidc_subject_blob` (saved with the row's other fields)."""
-        from fhirlink import vault
-
-        if not value:
-            self.oidc_subject_blob, self.oidc_subject_key_id = None, ""
-            return
-        sealed = vault.seal(value, aad=self.oidc_subject_aad)
-        self.oidc_subject_blob, self.oidc_subject_key_id = sealed.blob, sealed.key_id
-
-    @property
-    def oidc_subject_aad(self) -> str:
-        return f"fhirlink.connection:{self.pk}:oidc_subject"
-
 
 class LaunchAttempt(models.Model):
-    """One authorization request. Only a SHA-256 of `state` is stored; the PKCE verifier is
-    sealed; the nonce is stored as a SHA-256 too. Single use (`consumed_at`), 10-minute life."""
+    """One authorization request, bound to the account and the browser that started it.
+
+    The app's POST creates it with a single-use start token (`start_hash`, SHA-256 only); the
+    browser opening the start URL, signed in as `patient`, marks it `started_at` and gets the
+    state, nonce and PKCE verifier (SHA-256 of state and nonce stored, the verifier sealed) and a
+    signed cookie whose secret's SHA-256 is `binding_hash`. `expires_at` is the deadline of the
+    current step (start URL, then callback). The callback consumes it once (`consumed_at`).
+    `redirect_uri` is the one the authorization request named (per health system)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     connection = models.ForeignKey(
@@ -137,10 +113,13 @@ class LaunchAttempt(models.Model):
         "accounts.Patient", on_delete=models.CASCADE, related_name="ehr_launch_attempts"
     )
     health_system = models.ForeignKey("fhirlink.HealthSystem", on_delete=models.CASCADE)
-    state_hash = models.CharField(max_length=64, unique=True)
-    nonce_hash = models.CharField(max_length=64)
-    verifier_key_id = models.CharField(max_length=64)
-    verifier_blob = models.BinaryField()
+    start_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    binding_hash = models.CharField(max_length=64, blank=True)
+    state_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    nonce_hash = models.CharField(max_length=64, blank=True)
+    verifier_key_id = models.CharField(max_length=64, blank=True)
+    verifier_blob = models.BinaryField(null=True, blank=True)
     issuer = models.CharField(max_length=500, blank=True)
     aud = models.URLField(max_length=500)
     token_endpoint = models.URLField(max_length=500)
@@ -157,3 +136,5 @@ class LaunchAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"launch attempt {str(self.id)[:8]}"
+    authorize_endpoint = models.URLField(max_length=500, blank=True)
+    redirect_uri = models.URLField(max_length=500, blank=True)

@@ -14,7 +14,6 @@ from typing import Any
 
 from fhirlink.models import SyncedResource
 from fhirlink.records.selectors import RecordRow
-from fhirlink.services.sync.prepare import fhir_datetime, resource_category
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -352,10 +351,8 @@ def record_normalize(
         "display": "",
         "code": None,
         "codings": [],
-        # Category, status and lastUpdated come from the payload: the store keeps the first two
-        # as keyed hashes only, and the third not at all.
-        "category": "",
-        "status": "",
+        "category": row.category,
+        "status": row.status.strip(),
         "date": row.effective_at.isoformat() if row.effective_at else None,
         "value": None,
         "unit": "",
@@ -366,7 +363,7 @@ def record_normalize(
             "health_system": name,
             "health_system_slug": slug,
         },
-        "last_updated": None,
+        "last_updated": row.last_updated.isoformat() if row.last_updated else None,
         "flags": {
             "valid": row.valid,
             "validation_error": row.validation_error,
@@ -381,11 +378,7 @@ def record_normalize(
     preferred = _preferred(found)
     item["code"] = dict(preferred) if preferred else None  # its own dict, as `preferred_coding`
     item["codings"] = found
-    item["status"] = _status(resource)
-    item["category"] = resource_category(resource)
-    meta = resource.get("meta")
-    updated = fhir_datetime(meta.get("lastUpdated")) if isinstance(meta, dict) else None
-    item["last_updated"] = updated.isoformat() if updated else None
+    item["status"] = _status(resource) or item["status"]
     item["date"] = resource_date(resource) or item["date"]
     if row.resource_type == "Observation":
         value = _value(resource)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from fhirlink import audit, hooks, http, vault
 from fhirlink.exceptions import ConnectionNotFound, EhrUnavailable
-from fhirlink.models import Connection, ConnectionStatus
+from fhirlink.models import Connection, ConnectionStatus, HealthSystem
 from fhirlink.services import oauth_client
 from fhirlink.services.discovery import discover
 from fhirlink.services.tokens import token_open, tokens_destroy
@@ -19,46 +19,60 @@ from patientportal.accounts.models import Patient
 logger = logging.getLogger(__name__)
 
 
-def _revoke_all(connection: Connection) -> dict[str, Any]:
-    """Revoke refresh then access token at the server, when it advertises revocation."""
+def tokens_revoke(
+    *,
+    health_system: HealthSystem,
+    access_token: str | None,
+    refresh_token: str | None,
+    label: str,
+) -> dict[str, Any]:
+    """RFC 7009: revoke the refresh then the access token at the server, when it advertises a
+    revocation endpoint. Never raises for the server's answer (the receipt says what happened).
+    Used by disconnect and by a launch that fails after its code exchange."""
     result: dict[str, Any] = {
         "endpoint_advertised": False,
         "refresh_token": None,
         "access_token": None,
     }
-    if not connection.has_tokens:
+    if not access_token and not refresh_token:
         return result
     try:
-        doc = discover(connection.health_system)
+        doc = discover(health_system)
     except (EhrUnavailable, http.EhrHttpError):
         result["error"] = "discovery_failed"
         return result
     except Exception:  # misconfiguration must not block a patient's disconnect
-        logger.exception("connection %s: discovery failed during disconnect", connection.pk)
+        logger.exception("%s: discovery failed during revocation", label)
         result["error"] = "discovery_failed"
         return result
     endpoint = doc.get("revocation_endpoint") or ""
     if not endpoint:
         return result
     result["endpoint_advertised"] = True
-    for field in ("refresh_token", "access_token"):
-        token = token_open(connection, field)
+    for field, token in (("refresh_token", refresh_token), ("access_token", access_token)):
         if not token:
             continue
         try:
             oauth_client.revoke(
-                connection.health_system, revocation_endpoint=endpoint, token=token, hint=field
+                health_system, revocation_endpoint=endpoint, token=token, hint=field
             )
             result[field] = "revoked"
         except http.EhrHttpError as exc:
             result[field] = "failed"
-            logger.warning(
-                "connection %s: revocation of %s failed (status %s)",
-                connection.pk,
-                field,
-                exc.status,
-            )
+            logger.warning("%s: revocation of %s failed (status %s)", label, field, exc.status)
     return result
+
+
+def _revoke_all(connection: Connection) -> dict[str, Any]:
+    """Revoke the connection's stored refresh and access tokens at the server."""
+    if not connection.has_tokens:
+        return {"endpoint_advertised": False, "refresh_token": None, "access_token": None}
+    return tokens_revoke(
+        health_system=connection.health_system,
+        access_token=token_open(connection, "access_token"),
+        refresh_token=token_open(connection, "refresh_token"),
+        label=f"connection {connection.pk}",
+    )
 
 
 def connection_disconnect(

@@ -60,6 +60,17 @@ def client_assertion(health_system: HealthSystem, *, audience: str) -> str:
     )
 
 
+class TokenResponse(dict[str, Any]):
+    """A token endpoint's answer (access/refresh/id token). Its repr and str name the fields,
+    never their values, so a log line, an exception report or a debugger's locals never carry
+    a token."""
+
+    def __repr__(self) -> str:
+        return f"TokenResponse(fields={sorted(self)})"
+
+    __str__ = __repr__
+
+
 def _client_auth(
     health_system: HealthSystem, *, endpoint: str
 ) -> tuple[dict[str, str], tuple[str, str] | None]:
@@ -83,7 +94,7 @@ def _token_call(
     body: str,
     extra: dict[str, str],
     auth: tuple[str, str] | None,
-) -> dict[str, Any]:
+) -> TokenResponse:
     if extra:
         body = f"{body}&{urlencode(extra)}" if body else urlencode(extra)
     response = http.post_form(token_endpoint, data=body, auth=auth)
@@ -97,7 +108,7 @@ def _token_call(
         raise http.EhrTerminal("token endpoint refused", oauth_error=exc.error) from None
     except (ValueError, Warning):
         raise http.EhrTerminal("token endpoint answered an invalid token response") from None
-    result = dict(token)
+    result = TokenResponse(token)
     if str(result.get("token_type", "")).lower() != "bearer":
         raise http.EhrTerminal("token endpoint issued a non-Bearer token")
     scope = result.get("scope")
@@ -113,7 +124,7 @@ def exchange_code(
     code: str,
     redirect_uri: str,
     code_verifier: str,
-) -> dict[str, Any]:
+) -> TokenResponse:
     extra, auth = _client_auth(health_system, endpoint=token_endpoint)
     client = WebApplicationClient(health_system.client_id)
     body = client.prepare_request_body(
@@ -129,7 +140,7 @@ def exchange_code(
 
 def refresh(
     health_system: HealthSystem, *, token_endpoint: str, refresh_token: str
-) -> dict[str, Any]:
+) -> TokenResponse:
     extra, auth = _client_auth(health_system, endpoint=token_endpoint)
     client = WebApplicationClient(health_system.client_id)
     body = client.prepare_refresh_body(refresh_token=refresh_token)

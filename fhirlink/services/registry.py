@@ -14,6 +14,8 @@ from patientportal.core.errors import ValidationFailed
 
 
 def default_redirect_uri() -> str:
+    """The shared (legacy) callback URL; new registrations get their own under it
+    (`fhirlink.services.launch.health_system_redirect_uri`)."""
     return str(
         getattr(settings, "FHIRLINK_REDIRECT_URI", "")
         or f"{settings.PUBLIC_BASE_URL}/fhirlink/callback"
@@ -55,7 +57,9 @@ def health_system_register(
             if value is not None:
                 setattr(health_system, name, value)
         if not health_system.redirect_uri:
-            health_system.redirect_uri = default_redirect_uri()
+            from fhirlink.services.launch import health_system_redirect_uri
+
+            health_system.redirect_uri = health_system_redirect_uri(health_system)
         if health_system.tenant == "" and "/r4/" in health_system.fhir_base_url:
             health_system.tenant = health_system.fhir_base_url.rstrip("/").rsplit("/", 1)[-1]
         if secret is not None:

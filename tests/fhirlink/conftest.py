@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import responses
 from django.utils import timezone
 
 from fhirlink.models import Connection, HealthSystem
+from fhirlink.services.launch import health_system_redirect_uri
 from fhirlink.services.registry import health_system_register
 from patientportal.accounts.models import Patient
 from patientportal.consent.models import ConsentDocument, Purpose
@@ -19,9 +19,13 @@ from patientportal.consent.services import consent_grant
 from tests.factories import PatientFactory
 from tests.fhirlink import fake_cerner
 from tests.fhirlink.fake_cerner import FakeCerner
+from tests.fixtures.launch import deep_link, launch_begin, launch_return
 
 RETURN_URI = "org.patientportal.app:/connections/result"
+# The shared callback of registrations made before per-health-system redirect URIs (legacy).
 REDIRECT_URI = "http://127.0.0.1:8000/fhirlink/callback"
+# The test health system's own redirect URI (health_system_redirect_uri("test-health")).
+HS_REDIRECT_URI = f"{REDIRECT_URI}/test-health"
 
 
 def grant_ehr_sync(patient: Patient) -> None:
@@ -70,8 +74,8 @@ def health_system(db: None) -> HealthSystem:
             "Communication",
             "Basic",
         ],
-        redirect_uri=REDIRECT_URI,
     )
+    assert hs.redirect_uri == HS_REDIRECT_URI
     return hs
 
 
@@ -87,25 +91,23 @@ def ehr() -> Iterator[FakeCerner]:
 def connect(
     api_client_for: Callable[..., Any], client: Any, ehr: FakeCerner, health_system: HealthSystem
 ) -> Callable[..., dict[str, Any]]:
-    """connect(patient, untick=(), deny=False) -> {start, callback params, redirect query}."""
+    """connect(patient, untick=(), deny=False) -> {api, start, launch, params, location, result}:
+    the app's start, the patient's browser (signed in) through the start URL, the fake EHR, the
+    callback; `result` is the deep link's {connection, outcome}."""
 
     def run(who: Patient, **authorize: Any) -> dict[str, Any]:
         api = api_client_for(who, scope="connections")
-        start = api.post(
-            "/api/v1/connections", {"health_system": str(health_system.pk)}, format="json"
-        )
-        assert start.status_code == 201, start.content
-        params = ehr.authorize(start.json()["authorize_url"], **authorize)
-        response = client.get("/fhirlink/callback", params)
-        assert response.status_code == 302
-        location = response["Location"]
-        assert location.startswith(RETURN_URI + "?")
+        launch = launch_begin(api, client, who, health_system)
+        params = ehr.authorize(launch.authorize_url, **authorize)
+        returned = launch_return(client, launch.redirect_uri, params)
+        assert returned["location"].startswith(RETURN_URI + "?")
         return {
             "api": api,
-            "start": start.json(),
+            "start": launch.start,
+            "launch": launch,
             "params": params,
-            "location": location,
-            "result": dict(parse_qsl(urlsplit(location).query)),
+            "location": returned["location"],
+            "result": deep_link(returned),
         }
 
     return run
@@ -143,7 +145,7 @@ def sandbox_connect(
 ) -> Callable[..., Connection]:
     """sandbox_connect("nancy", resources=None) -> an active Connection to that sandbox patient
     (a real SMART launch: the first sync is enqueued as in production)."""
-    sandbox.register_client(SYNC_CLIENT_ID, REDIRECT_URI)
+    sandbox.register_client(SYNC_CLIENT_ID, health_system_redirect_uri("sandbox-sync"))
 
     def run(
         who: str = "nancy", resources: list[str] | None = None, patient: Patient | None = None
@@ -157,19 +159,13 @@ def sandbox_connect(
             client_auth="public",
             scope_syntax="v2",
             resources=resources or SYNC_RESOURCES,
-            redirect_uri=REDIRECT_URI,
         )
         if patient is None:
             patient = PatientFactory.create()
             grant_ehr_sync(patient)
         api = api_client_for(patient, scope="connections")
-        start = api.post("/api/v1/connections", {"health_system": str(hs.pk)}, format="json")
-        assert start.status_code == 201, start.content
-        location = sandbox.login(who, start.json()["authorize_url"])
-        params = dict(parse_qsl(urlsplit(location).query))
-        response = client.get("/fhirlink/callback", params)
-        assert response.status_code == 302
-        result = dict(parse_qsl(urlsplit(response["Location"]).query))
+        launch = launch_begin(api, client, patient, hs)
+        result = launch_return(client, sandbox.login(who, launch.authorize_url))
         assert result.get("outcome") == "connected", result
         return Connection.objects.get(pk=result["connection"])
 

@@ -16,22 +16,60 @@ from fhirlink.models import Connection, ConnectionStatus, HealthSystem, LaunchAt
 from fhirlink.services.tokens import token_open
 from patientportal.accesslog.models import AccessEvent
 from tests.fhirlink import fake_cerner
-from tests.fhirlink.conftest import RETURN_URI, connection_of
+from tests.fhirlink.conftest import HS_REDIRECT_URI, RETURN_URI, connection_of
 from tests.fhirlink.fake_cerner import new_rsa_key
+from tests.fixtures.launch import LaunchRun, launch_begin, launch_open
 
 pytestmark = pytest.mark.django_db
 
+CALLBACK = urlsplit(HS_REDIRECT_URI).path  # /fhirlink/callback/test-health
 
-def test_start_returns_authorize_url_with_pkce_state_nonce_aud(
-    consenting_patient, api_client_for, ehr, health_system
+
+def test_start_returns_a_start_url_that_leads_to_the_authorize_url(
+    consenting_patient, api_client_for, client, ehr, health_system, settings
 ):
     api = api_client_for(consenting_patient, scope="connections")
     response = api.post("/api/v1/connections", {"health_system": str(health_system.pk)})
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"connection", "authorize_url", "expires_at", "requested_resources"}
+    assert set(body) == {
+        "connection",
+        "launch",
+        "start_url",
+        "expires_at",
+        "requested_resources",
+    }
     assert body["connection"]["status"] == "pending"
-    url = urlsplit(body["authorize_url"])
+    assert response["Cache-Control"] == "no-store"
+    # A first-party, single-use start URL; nothing about the EHR yet.
+    prefix = f"{settings.PUBLIC_BASE_URL}/fhirlink/launch/"
+    assert body["start_url"].startswith(prefix)
+    token = body["start_url"][len(prefix) :]
+    assert len(token) >= 43  # 256 bits, base64url
+    attempt = LaunchAttempt.objects.get()
+    assert str(attempt.pk) == body["launch"]
+    assert attempt.start_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in str(LaunchAttempt.objects.values().get())
+    assert attempt.state_hash is None
+    assert attempt.started_at is None
+    assert attempt.expires_at - attempt.created_at <= timedelta(minutes=5, seconds=1)
+    assert attempt.redirect_uri == HS_REDIRECT_URI
+    assert body["requested_resources"] == [
+        "Patient",
+        "Observation",
+        "Condition",
+        "AllergyIntolerance",
+    ]
+
+    opened = launch_open(client, body["start_url"], consenting_patient)
+    assert opened.status_code == 302
+    assert opened["Referrer-Policy"] == "no-referrer"
+    cookie = opened.cookies[f"fhirlink_launch_{attempt.pk.hex}"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Lax"
+    assert cookie["path"] == "/fhirlink/"
+    assert cookie["max-age"] == 600
+    url = urlsplit(opened["Location"])
     assert f"{url.scheme}://{url.netloc}{url.path}" == (
         f"{fake_cerner.AUTH_ORIGIN}/tenants/{fake_cerner.TENANT}/protocols/oauth2/profiles/"
         "smart-v1/personas/patient/authorize"
@@ -39,6 +77,7 @@ def test_start_returns_authorize_url_with_pkce_state_nonce_aud(
     query = dict(parse_qsl(url.query))
     assert query["response_type"] == "code"
     assert query["client_id"] == fake_cerner.CLIENT_ID
+    assert query["redirect_uri"] == HS_REDIRECT_URI
     assert query["aud"] == fake_cerner.FHIR_BASE
     assert query["code_challenge_method"] == "S256"
     assert len(query["code_challenge"]) == 43
@@ -56,19 +95,16 @@ def test_start_returns_authorize_url_with_pkce_state_nonce_aud(
         "patient/Condition.rs",
         "patient/AllergyIntolerance.rs",
     ]
-    assert body["requested_resources"] == [
-        "Patient",
-        "Observation",
-        "Condition",
-        "AllergyIntolerance",
-    ]
-    attempt = LaunchAttempt.objects.get()
-    # Only a hash of state and nonce is stored; the verifier is sealed.
+    attempt.refresh_from_db()
+    # Only a hash of state, nonce and the browser binding is stored; the verifier is sealed.
     assert attempt.state_hash == hashlib.sha256(query["state"].encode()).hexdigest()
-    assert query["state"] not in str(LaunchAttempt.objects.values().get())
-    assert attempt.expires_at - attempt.created_at <= timedelta(minutes=10, seconds=1)
+    assert attempt.binding_hash == hashlib.sha256(cookie.value.split(":")[0].encode()).hexdigest()
+    row = str(LaunchAttempt.objects.values().get())
+    assert query["state"] not in row
+    assert query["nonce"] not in row
+    assert attempt.started_at is not None
+    assert attempt.expires_at - attempt.started_at <= timedelta(minutes=10, seconds=1)
     assert attempt.issuer == fake_cerner.AS_ISSUER
-    assert response["Cache-Control"] == "no-store"
 
 
 def test_start_requires_ehr_sync_consent(patient, api_client_for, ehr, health_system):
@@ -165,30 +201,30 @@ def test_access_denied_is_recorded(consenting_patient, connect, ehr):
     assert ehr.token_requests == []
 
 
-def _start(api_client_for, patient, health_system):
-    api = api_client_for(patient, scope="connections")
-    response = api.post("/api/v1/connections", {"health_system": str(health_system.pk)})
-    assert response.status_code == 201
-    return response.json()
+def _start(api_client_for, client, patient, health_system) -> LaunchRun:
+    """The app's start, opened in `client` signed in as `patient`."""
+    return launch_begin(
+        api_client_for(patient, scope="connections"), client, patient, health_system
+    )
 
 
 def test_state_replayed(consenting_patient, api_client_for, client, ehr, health_system):
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
-    first = client.get("/fhirlink/callback", params)
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
+    first = client.get(CALLBACK, params)
     assert dict(parse_qsl(urlsplit(first["Location"]).query))["outcome"] == "connected"
     requests_before = len(ehr.token_requests)
-    second = client.get("/fhirlink/callback", params)
+    second = client.get(CALLBACK, params)
     assert second.status_code == 302
     assert second["Location"] == f"{RETURN_URI}?outcome=state_replayed"
     assert len(ehr.token_requests) == requests_before
 
 
 def test_state_expired(consenting_patient, api_client_for, client, ehr, health_system):
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
     LaunchAttempt.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    response = client.get("/fhirlink/callback", params)
+    response = client.get(CALLBACK, params)
     assert response["Location"] == f"{RETURN_URI}?outcome=state_expired"
     assert ehr.token_requests == []
     assert not Connection.objects.get().has_tokens
@@ -202,39 +238,33 @@ def test_state_missing_or_unknown(client, ehr, health_system, db):
     assert client.get("/fhirlink/callback", {"code": "x", "state": "nope"})["Location"] == (
         f"{RETURN_URI}?outcome=invalid_state"
     )
+    assert client.get(CALLBACK, {"code": "x", "state": "nope"})["Location"] == (
+        f"{RETURN_URI}?outcome=invalid_state"
+    )
     assert ehr.token_requests == []
 
 
-def test_state_from_another_patient(
+def test_start_cannot_target_another_patients_connection(
     consenting_patient, other_patient, api_client_for, client, ehr, health_system
 ):
-    """Patient B cannot point a launch at patient A's connection, and a state only ever
-    completes the connection of the patient it was issued to."""
-    a = _start(api_client_for, consenting_patient, health_system)
+    """Patient B cannot point a launch at patient A's connection (the attack tests of a launch
+    finished by another browser or account are in tests/security/test_launch_attacks.py)."""
+    a = _start(api_client_for, client, consenting_patient, health_system)
     api_b = api_client_for(other_patient, scope="connections")
     hijack = api_b.post(
         "/api/v1/connections",
-        {"health_system": str(health_system.pk), "connection": a["connection"]["id"]},
+        {"health_system": str(health_system.pk), "connection": a.start["connection"]["id"]},
     )
     assert hijack.status_code == 404
     assert LaunchAttempt.objects.filter(patient=other_patient).count() == 0
-    # A tampered attempt (bound to A, pointing at B's connection) is refused.
-    b = _start(api_client_for, other_patient, health_system)
-    attempt_a = LaunchAttempt.objects.get(patient=consenting_patient)
-    LaunchAttempt.objects.filter(pk=attempt_a.pk).update(connection_id=b["connection"]["id"])
-    params = ehr.authorize(a["authorize_url"])
-    response = client.get("/fhirlink/callback", params)
-    assert response["Location"] == f"{RETURN_URI}?outcome=state_foreign"
-    assert not Connection.objects.get(pk=b["connection"]["id"]).has_tokens
-    assert ehr.token_requests == []
 
 
 def test_pkce_verifier_mismatch(consenting_patient, api_client_for, client, ehr, health_system):
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
     # The server holds another challenge than the one our verifier answers.
     ehr.grants[params["code"]].challenge = "A" * 43
-    response = client.get("/fhirlink/callback", params)
+    response = client.get(CALLBACK, params)
     result = dict(parse_qsl(urlsplit(response["Location"]).query))
     assert result["outcome"] == "token_exchange_failed"
     connection = Connection.objects.get()
@@ -351,10 +381,10 @@ def test_consent_revoked_before_callback(
 ):
     from patientportal.consent.models import PatientConsent
 
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
     PatientConsent.objects.filter(patient=consenting_patient).update(status="revoked")
-    response = client.get("/fhirlink/callback", params)
+    response = client.get(CALLBACK, params)
     assert dict(parse_qsl(urlsplit(response["Location"]).query))["outcome"] == "consent_required"
     assert ehr.token_requests == []
 
@@ -399,10 +429,10 @@ def test_non_bearer_token_is_refused(consenting_patient, connect, ehr, monkeypat
 def test_callback_survives_odd_input(
     consenting_patient, api_client_for, client, ehr, health_system
 ):
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
     params["iss"] = "https://authorization.example.test/tenants/é"
-    response = client.get("/fhirlink/callback", params)
+    response = client.get(CALLBACK, params)
     assert response.status_code == 302
     assert dict(parse_qsl(urlsplit(response["Location"]).query))["outcome"] == "iss_mismatch"
 
@@ -410,13 +440,13 @@ def test_callback_survives_odd_input(
 def test_server_no_longer_r4_at_callback(
     consenting_patient, api_client_for, client, ehr, health_system
 ):
-    start = _start(api_client_for, consenting_patient, health_system)
-    params = ehr.authorize(start["authorize_url"])
+    start = _start(api_client_for, client, consenting_patient, health_system)
+    params = ehr.authorize(start.authorize_url)
     HealthSystem.objects.filter(pk=health_system.pk).update(discovery_expires_at=timezone.now())
     capability = ehr.capability_statement()
     capability["fhirVersion"] = "5.0.0"
     ehr.capability_statement = lambda: capability
-    response = client.get("/fhirlink/callback", params)
+    response = client.get(CALLBACK, params)
     assert dict(parse_qsl(urlsplit(response["Location"]).query))["outcome"] == "ehr_misconfigured"
     assert ehr.token_requests == []
 

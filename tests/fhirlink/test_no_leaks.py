@@ -39,21 +39,23 @@ def test_tokens_appear_nowhere(consenting_patient, connect, ehr, caplog, client)
     connection = connection_of(run)
     connection_refresh(connection_id=connection.pk, force=True)
 
-    authorize_query = dict(parse_qsl(urlsplit(run["start"]["authorize_url"]).query))
+    authorize_query = dict(parse_qsl(urlsplit(run["launch"].authorize_url).query))
     exchange = ehr.token_requests[0]["form"]
+    start_token = run["start"]["start_url"].rsplit("/", 1)[-1]
     secrets = [
         *ehr.issued_tokens,  # both access tokens, the refresh token, the id_token
         run["params"]["code"],
         authorize_query["state"],
         authorize_query["nonce"],
         exchange["code_verifier"],
+        start_token,  # the single-use start URL's token (stored as SHA-256 only)
     ]
     assert len(ehr.issued_tokens) == 4
     assert all(len(s) >= 20 for s in secrets)
 
     api = run["api"]
-    # The start response carries state and nonce inside the authorize URL by design (they go to
-    # the EHR through the browser); it must carry no token, code or verifier.
+    # The start response carries the start URL (its token) by design; it must carry no EHR
+    # token, code, verifier, state or nonce.
     start_body = str(run["start"])
     bodies = [
         run["location"],
@@ -85,7 +87,7 @@ def test_tokens_appear_nowhere(consenting_patient, connect, ehr, caplog, client)
         assert secret not in logs
         for body in bodies:
             assert secret not in body
-    for secret in [*ehr.issued_tokens, run["params"]["code"], exchange["code_verifier"]]:
+    for secret in secrets[:-1]:
         assert secret not in start_body
 
     # The disconnect receipt carries none either.

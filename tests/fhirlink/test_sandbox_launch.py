@@ -20,10 +20,11 @@ from fhirlink.services.registry import health_system_register
 from fhirlink.services.tokens import connection_access_token, connection_refresh, token_open
 from tests.fhirlink.conftest import RETURN_URI, grant_ehr_sync
 from tests.fhirlink.test_no_leaks import _database_dump
+from tests.fixtures.launch import deep_link, launch_begin, launch_return
 
 pytestmark = [pytest.mark.integration]
 
-REDIRECT_URI = "http://127.0.0.1:8000/fhirlink/callback"
+REDIRECT_URI = "http://127.0.0.1:8000/fhirlink/callback/sandbox"  # the health system's own
 CLIENT_ID = "portal-integration"
 
 
@@ -45,8 +46,8 @@ def sandbox_hs(sandbox) -> HealthSystem:
             "AllergyIntolerance",
             "MedicationRequest",
         ],
-        redirect_uri=REDIRECT_URI,
     )
+    assert hs.redirect_uri == REDIRECT_URI
     return hs
 
 
@@ -59,16 +60,16 @@ def sb_patient(transactional_db):
     return patient
 
 
-def _launch(sandbox, api, client, hs, who="nancy", **kw):
-    start = api.post("/api/v1/connections", {"health_system": str(hs.pk)}, format="json")
-    assert start.status_code == 201, start.content
-    location = sandbox.login(who, start.json()["authorize_url"], **kw)
+def _launch(sandbox, api, client, patient, hs, who="nancy", **kw):
+    """The app's start, the browser (signed in as the patient) through the start URL, the
+    sandbox's login and approval, the callback: (start body, callback params, deep link)."""
+    launch = launch_begin(api, client, patient, hs)
+    location = sandbox.login(who, launch.authorize_url, **kw)
     assert location.startswith(REDIRECT_URI + "?")
     params = dict(parse_qsl(urlsplit(location).query))
-    response = client.get("/fhirlink/callback", params)
-    assert response.status_code == 302
-    assert response["Location"].startswith(RETURN_URI + "?")
-    return start.json(), params, dict(parse_qsl(urlsplit(response["Location"]).query))
+    result = launch_return(client, location)
+    assert result["location"].startswith(RETURN_URI + "?")
+    return launch.start, params, deep_link(result)
 
 
 def test_full_launch_refresh_reauth_reconnect_disconnect(
@@ -76,7 +77,7 @@ def test_full_launch_refresh_reauth_reconnect_disconnect(
 ):
     caplog.set_level(logging.DEBUG)
     api = api_client_for(sb_patient, scope="connections")
-    start, params, result = _launch(sandbox, api, client, sandbox_hs)
+    start, params, result = _launch(sandbox, api, client, sb_patient, sandbox_hs)
     assert result["outcome"] == "connected", result
     connection = Connection.objects.get(pk=result["connection"])
     nancy = sandbox.patients["nancy"]
@@ -136,7 +137,7 @@ def test_full_launch_refresh_reauth_reconnect_disconnect(
     assert api.get(f"/api/v1/connections/{connection.pk}").json()["status"] == "needs_reauth"
 
     # Reconnect: the same connection comes back.
-    _, _, again = _launch(sandbox, api, client, sandbox_hs)
+    _, _, again = _launch(sandbox, api, client, sb_patient, sandbox_hs)
     assert again == {"connection": str(connection.pk), "outcome": "connected"}
     assert Connection.objects.filter(patient=sb_patient).count() == 1
     assert connection_access_token(connection_id=connection.pk)
@@ -157,6 +158,7 @@ def test_unticked_scopes_and_denial(sandbox, sandbox_hs, sb_patient, api_client_
         sandbox,
         api,
         client,
+        sb_patient,
         sandbox_hs,
         untick=("patient/Condition.rs", "patient/MedicationRequest.rs"),
     )
@@ -165,7 +167,7 @@ def test_unticked_scopes_and_denial(sandbox, sandbox_hs, sb_patient, api_client_
     assert sorted(connection.declined_resources) == ["Condition", "MedicationRequest"]
     assert "Condition" not in connection.granted_resources
 
-    _, _, denied = _launch(sandbox, api, client, sandbox_hs, deny=True)
+    _, _, denied = _launch(sandbox, api, client, sb_patient, sandbox_hs, deny=True)
     assert denied["outcome"] == "access_denied"
     # A denied reconnect leaves the working connection as it was.
     connection.refresh_from_db()
@@ -174,9 +176,12 @@ def test_unticked_scopes_and_denial(sandbox, sandbox_hs, sb_patient, api_client_
 
 def test_signing_key_rotation(sandbox, sandbox_hs, sb_patient, api_client_for, client):
     api = api_client_for(sb_patient, scope="connections")
-    assert _launch(sandbox, api, client, sandbox_hs)[2]["outcome"] == "connected"
+    assert _launch(sandbox, api, client, sb_patient, sandbox_hs)[2]["outcome"] == "connected"
     sandbox.rotate_signing_key()  # our cached JWKS does not know the new kid
-    assert _launch(sandbox, api, client, sandbox_hs, who="joe")[2]["outcome"] == "connected"
+    assert (
+        _launch(sandbox, api, client, sb_patient, sandbox_hs, who="joe")[2]["outcome"]
+        == "connected"
+    )
 
 
 def test_private_key_jwt_against_the_sandbox(sandbox, sb_patient, api_client_for, client):
@@ -203,7 +208,7 @@ def test_private_key_jwt_against_the_sandbox(sandbox, sb_patient, api_client_for
         redirect_uri=REDIRECT_URI,
     )
     api = api_client_for(sb_patient, scope="connections")
-    _, _, result = _launch(sandbox, api, client, hs)
+    _, _, result = _launch(sandbox, api, client, sb_patient, hs)
     assert result["outcome"] == "connected", result
     connection = Connection.objects.get(pk=result["connection"])
     sandbox.set_switches(refresh_min_interval_seconds=0)
@@ -224,7 +229,7 @@ def test_refresh_task_in_a_real_worker(
     from fhirlink.tasks import refresh_connection
 
     api = api_client_for(sb_patient, scope="connections")
-    _, _, result = _launch(sandbox, api, client, sandbox_hs)
+    _, _, result = _launch(sandbox, api, client, sb_patient, sandbox_hs)
     connection = Connection.objects.get(pk=result["connection"])
     refresh = token_open(connection, "refresh_token")
     Connection.objects.filter(pk=connection.pk).update(

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from fhirlink.models import HealthSystem
 from fhirlink.services.discovery import check_report
+from fhirlink.services.launch import health_system_redirect_uri
 from patientportal.core.errors import ApplicationError
 
 
@@ -38,6 +39,16 @@ class Command(BaseCommand):
             report = check_report(health_system)
         except ApplicationError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from None
+        # The redirect URI to register at the EHR: this health system's own (mix-up defence).
+        register = health_system_redirect_uri(health_system)
+        report["redirect_uri"] = health_system.redirect_uri
+        report["redirect_uri_to_register"] = register
+        if health_system.redirect_uri != register:
+            report.setdefault("warnings", []).append(
+                f"the registration uses the redirect URI {health_system.redirect_uri}; register "
+                f"{register} at the EHR and set it here (a shared redirect URI needs `iss` in "
+                "every authorization response)"
+            )
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
             return

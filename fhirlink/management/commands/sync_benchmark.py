@@ -336,14 +336,20 @@ class Command(BaseCommand):
         from django.utils import timezone
 
         from fhirlink import hooks
-        from fhirlink.services.launch import callback_complete, connection_start
-        from fhirlink.services.registry import default_redirect_uri, health_system_register
+        from fhirlink.services.launch import (
+            callback_complete,
+            connection_start,
+            health_system_redirect_uri,
+            launch_browser_start,
+            redirect_uri_key,
+        )
+        from fhirlink.services.registry import health_system_register
         from patientportal.accounts.models import Patient, User
         from patientportal.consent.models import ConsentDocument, Purpose
         from patientportal.consent.services import consent_grant
 
         username, _, password = credentials.partition(":")
-        redirect_uri = default_redirect_uri()
+        redirect_uri = health_system_redirect_uri("sync-benchmark")
         _quiet(
             "sandbox_client_register",
             "--client-id",
@@ -397,11 +403,19 @@ class Command(BaseCommand):
         )
         consent_grant(patient=patient, purpose=Purpose.EHR_SYNC, version=document.version)
         started = connection_start(patient=patient, health_system_id=hs.pk)
-        location = _drive_login(started.authorize_url, username, password)
+        # What the start URL does in the patient's browser (signed in as this user).
+        browser = launch_browser_start(start_token=started.start_url.rsplit("/", 1)[-1], user=user)
+        if browser.outcome != "started":
+            raise CommandError(f"launch failed: {browser.outcome}")
+        location = _drive_login(browser.redirect_to, username, password)
         original = hooks.first_sync_start
         hooks.first_sync_start = lambda **kw: False  # the benchmark runs the syncs itself
         try:
-            result = callback_complete(params=dict(parse_qsl(urlsplit(location).query)))
+            result = callback_complete(
+                params=dict(parse_qsl(urlsplit(location).query)),
+                binding_for=lambda _attempt: browser.binding,
+                arrival_key=redirect_uri_key(location),
+            )
         finally:
             hooks.first_sync_start = original
         if result.outcome != "connected" or not result.connection_id:
