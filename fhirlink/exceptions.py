@@ -10,6 +10,14 @@ class HealthSystemNotFound(NotFound):
     default_message = "No such health system, or it is not available."
 
 
+class HealthSystemNotAvailableYet(Conflict):
+    """An operator holds the health system (its security review is not done): nothing is
+    deleted, patients just cannot connect it yet."""
+
+    default_code = "health_system_not_available_yet"
+    default_message = "This health system is not available yet."
+
+
 class ConnectionNotFound(NotFound):
     default_code = "connection_not_found"
     default_message = "No such connection."
