@@ -12,6 +12,8 @@ Envelope encryption with AES-256-GCM (`cryptography`):
   Destroying that row is the cryptographic erasure of everything synced for the patient.
 * Rotation re-wraps data keys under the active KEK without touching the ciphertexts
   (`rewrap`), which is what `manage.py vault_rotate` does in batches.
+* **Index hashes** (`index_hash`): the synced-record store's filter columns as HMAC-SHA256
+  under an index key from settings, with a key id per row (see the section below).
 
 Nothing here logs, and no exception raised here carries key material or plaintext.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -338,3 +341,94 @@ def signing_key_public_jwk(private_pem: str, *, alg: str, kid: str) -> dict[str,
     else:
         raise VaultError("unsupported key type")
     return {**public, "kid": kid, "alg": alg, "use": "sig"}
+
+
+# --- Keyed index hashes: the store's queryable columns -------------------------------------------
+#
+# The synced-record store keeps the values the API, the summary and the cohorts filter on (code,
+# code system, category, status, clinical status) as HMAC-SHA256 under an index key held outside
+# the database (`FHIRLINK_INDEX_KEYS`, "key_id:base64(32 bytes)", comma-separated, and
+# `FHIRLINK_INDEX_ACTIVE_KEY_ID`), so a dump shows equal values as equal and nothing else. One key
+# per installation, not per patient: a cohort ("every patient with SNOMED 44054006, active") is
+# one indexed comparison; a per-patient key would need one hash per patient per query. Each row
+# records the key id it was hashed under (`index_key_id`); queries compare against the hash under
+# every configured key, so rows stay findable while `vault_rotate` re-hashes them.
+
+INDEX_HASH_HEX = 32  # 128 bits of HMAC-SHA256: no collisions among an installation's values
+
+
+class IndexKeys:
+    """The configured index keys ({key id: key}) and the active key id."""
+
+    def __init__(self, keys: str, active: str) -> None:
+        self.keys: dict[str, bytes] = {}
+        for item in filter(None, (part.strip() for part in keys.split(","))):
+            key_id, sep, b64 = item.partition(":")
+            if not sep or not key_id:
+                raise VaultError("FHIRLINK_INDEX_KEYS entries must be key_id:base64key")
+            try:
+                key = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise VaultError("FHIRLINK_INDEX_KEYS holds a key that is not base64") from exc
+            if len(key) != 32:
+                raise VaultError("FHIRLINK_INDEX_KEYS keys must be 32 bytes")
+            self.keys[key_id] = key
+        if active not in self.keys:
+            raise VaultError("FHIRLINK_INDEX_ACTIVE_KEY_ID does not name a key in the index keys")
+        self.active = active
+
+    def __repr__(self) -> str:
+        return f"IndexKeys(active={self.active!r}, ids={list(self.keys)!r})"
+
+
+@lru_cache(maxsize=4)
+def _index_keys(keys: str, active: str) -> IndexKeys:
+    return IndexKeys(keys, active)
+
+
+def index_keys() -> IndexKeys:
+    """The index keys from settings (parsed once per distinct configuration)."""
+    return _index_keys(
+        getattr(settings, "FHIRLINK_INDEX_KEYS", ""),
+        getattr(settings, "FHIRLINK_INDEX_ACTIVE_KEY_ID", ""),
+    )
+
+
+def index_active_key_id() -> str:
+    return index_keys().active
+
+
+@lru_cache(maxsize=65536)
+def _index_hash(key: bytes, column: str, value: str) -> str:
+    message = b"fhirlink.index|" + column.encode() + b"|" + value.encode()
+    return hmac.digest(key, message, "sha256").hex()[:INDEX_HASH_HEX]
+
+
+def index_hash(column: str, value: str, *, key_id: str | None = None) -> str:
+    """The stored form of a clear index value of `column` ("" stays "": no value is no secret).
+
+    Memoised: the store's columns repeat (a few statuses and categories, a few hundred codes),
+    so a 52,000-resource first sync computes a few thousand HMACs, not 250,000."""
+    if not value:
+        return ""
+    keys = index_keys()
+    try:
+        key = keys.keys[keys.active if key_id is None else key_id]
+    except KeyError:
+        raise UnknownKey() from None
+    return _index_hash(key, column, value)
+
+
+def index_hashes(column: str, value: str) -> list[str]:
+    """Every stored form `value` may have: its hash under each configured key (the active key's
+    first). What a query compares with, so that a rotation in progress loses no row."""
+    if not value:
+        return [""]
+    keys = index_keys()
+    ids = [keys.active, *(k for k in keys.keys if k != keys.active)]
+    return [_index_hash(keys.keys[k], column, value) for k in ids]
+
+
+def index_equals(column: str, stored: str, value: str) -> bool:
+    """Whether a stored index value of `column` is the hash of `value` (under any index key)."""
+    return stored in index_hashes(column, value)

@@ -27,7 +27,16 @@ VAULT_KEY_2 = base64.b64encode(bytes(range(100, 132))).decode()
 DB_PASSWORD = "db-pw-9f8e7d6c5b4a"
 REDIS_PASSWORD = "redis-pw-1a2b3c4d5e6f"
 CHAIN_KEY = "chain-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6"
-SECRETS = [SECRET_KEY, VAULT_KEY_1, VAULT_KEY_2, DB_PASSWORD, REDIS_PASSWORD, CHAIN_KEY]
+INDEX_KEY = base64.b64encode(bytes(range(150, 182))).decode()
+SECRETS = [
+    SECRET_KEY,
+    VAULT_KEY_1,
+    VAULT_KEY_2,
+    DB_PASSWORD,
+    REDIS_PASSWORD,
+    CHAIN_KEY,
+    INDEX_KEY,
+]
 
 REQUIRED = [
     "SECRET_KEY",
@@ -38,6 +47,8 @@ REQUIRED = [
     "DATABASE_URL",
     "REDIS_URL",
     "ACCESS_LOG_CHAIN_KEY",
+    "FHIRLINK_INDEX_KEYS",
+    "FHIRLINK_INDEX_ACTIVE_KEY_ID",
 ]
 
 CHECK_DEPLOY = ["manage.py", "check", "--deploy", "--fail-level", "WARNING"]
@@ -62,6 +73,8 @@ def production_env(tmp_path: Path, **overrides: str | None) -> dict[str, str]:
         "DATABASE_URL": f"postgres://patientportal:{DB_PASSWORD}@db.invalid:5432/patientportal",
         "REDIS_URL": f"redis://:{REDIS_PASSWORD}@redis.invalid:6379/0",
         "ACCESS_LOG_CHAIN_KEY": CHAIN_KEY,
+        "FHIRLINK_INDEX_KEYS": f"i2026:{INDEX_KEY}",
+        "FHIRLINK_INDEX_ACTIVE_KEY_ID": "i2026",
         "EMAIL_HOST": "smtp.example.org",
         "DEFAULT_FROM_EMAIL": "Patient Portal <no-reply@portal.example.org>",
     }
@@ -137,6 +150,14 @@ def test_every_missing_variable_is_named_at_once(tmp_path):
     [
         ({"VAULT_ACTIVE_KEY_ID": "k2027"}, "VAULT_ACTIVE_KEY_ID 'k2027' is not one of the key ids"),
         (
+            {"FHIRLINK_INDEX_ACTIVE_KEY_ID": "i2027"},
+            "FHIRLINK_INDEX_ACTIVE_KEY_ID 'i2027' is not one of the key ids in FHIRLINK_INDEX_KEYS",
+        ),
+        (
+            {"FHIRLINK_INDEX_KEYS": "i2026:" + base64.b64encode(b"sixteen-byte-key").decode()},
+            "FHIRLINK_INDEX_KEYS key 'i2026' decodes to 16 bytes",
+        ),
+        (
             {"VAULT_KEYS": "k2026:" + base64.b64encode(b"sixteen-byte-key").decode()},
             "VAULT_KEYS key 'k2026' decodes to 16 bytes; each key must be 32 random bytes",
         ),
@@ -193,6 +214,11 @@ def test_the_example_env_file_is_refused_until_its_placeholders_are_replaced(tmp
     # And with a real SECRET_KEY, the vault placeholder is refused next.
     env["SECRET_KEY"] = SECRET_KEY
     assert_refused(run(CHECK_DEPLOY, env), "VAULT_KEYS key 'k20260101' is not valid base64")
+    # And with real vault keys, the index-key placeholder.
+    env["VAULT_KEYS"] = f"k20260101:{VAULT_KEY_1}"
+    assert_refused(
+        run(CHECK_DEPLOY, env), "FHIRLINK_INDEX_KEYS key 'i20260101' is not valid base64"
+    )
 
 
 # --- what the production settings are ----------------------------------------------------------

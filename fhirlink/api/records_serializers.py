@@ -216,7 +216,11 @@ class ChangesSerializer(serializers.Serializer[Any]):
 class ExportSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     format = serializers.ChoiceField(choices=sorted(FORMATS))
-    status = serializers.ChoiceField(choices=["pending", "ready", "downloaded"])
+    status = serializers.ChoiceField(
+        choices=["pending", "ready", "downloaded", "voided"],
+        help_text="`voided`: the data was erased (disconnect with purge, account deletion) "
+        "after the export was requested; it cannot be downloaded (410 `export_gone`).",
+    )
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     resources = serializers.IntegerField(allow_null=True)

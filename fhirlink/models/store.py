@@ -1,13 +1,104 @@
 """The synced-record store: one row per (connection, resource type, FHIR id).
 
 The payload is the resource exactly as received, encrypted with the patient's data key
-(`fhirlink.vault.patient_cipher`); only the columns the API filters on are in the clear.
+(`fhirlink.vault.patient_cipher`). The columns the API, the summary and the cohorts filter on
+(category, code system, code, status, clinical status) are keyed hashes (`IndexHashField`,
+`fhirlink.vault.index_hash`): a dump of this table does not say who has which diagnosis.
 Deleting the patient's data key is the cryptographic erasure of every payload.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.db import models
+from django.db.models import lookups
+
+from fhirlink import vault
+
+
+class IndexHash(str):
+    """A value read from an `IndexHashField`: already hashed, never hashed again."""
+
+    __slots__ = ()
+
+
+class IndexHashField(models.CharField):
+    """A filter column stored as `vault.index_hash(<column>, value)`; queries hash their value.
+
+    `filter(code="22298006")`, `code__in=[...]`, `exclude(status="")`, `.update(...)` and
+    saving an instance take and compare clear values: the field hashes them (a query against
+    the hash under every configured index key, so a key rotation in progress loses no row).
+    Read back, the value is the hash (`IndexHash`); the clear value is in the payload. Only
+    equality can be asked (`exact`, `in`, `isnull`): any other lookup is a `FieldError`.
+    The store's writer (`services/sync/store.py`) hashes with `vault.index_hash` too.
+    """
+
+    allowed_lookups = frozenset({"exact", "in", "isnull"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", vault.INDEX_HASH_HEX)
+        kwargs.setdefault("blank", True)
+        super().__init__(*args, **kwargs)
+
+    def index_column(self) -> str:
+        return self.name
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return value if value is None else IndexHash(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        if value is None or isinstance(value, IndexHash):
+            return value
+        return vault.index_hash(self.index_column(), str(value))
+
+    def lookup_hashes(self, values: Iterable[Any]) -> list[str]:
+        out: list[str] = []
+        for value in values:
+            if value is None:
+                continue
+            if isinstance(value, IndexHash):
+                out.append(value)
+            else:
+                out += vault.index_hashes(self.index_column(), str(value))
+        return list(dict.fromkeys(out))
+
+    def get_lookup(self, lookup_name: str) -> Any:
+        if lookup_name not in self.allowed_lookups:
+            return None
+        return super().get_lookup(lookup_name)
+
+    def get_transform(self, lookup_name: str) -> Any:
+        return None
+
+
+@IndexHashField.register_lookup
+class _IndexHashIn(lookups.In):
+    """`column__in=[clear values]`: IN (their hashes under every index key)."""
+
+    def get_prep_lookup(self) -> Any:
+        if self.rhs is None:
+            return None
+        if self.rhs_is_direct_value():
+            field = self.lhs.output_field
+            assert isinstance(field, IndexHashField)
+            return field.lookup_hashes(self._values())
+        return super().get_prep_lookup()
+
+    def _values(self) -> list[Any]:
+        return list(self.rhs)
+
+
+@IndexHashField.register_lookup
+class _IndexHashExact(_IndexHashIn):
+    """`column=value`: the `in` above with one value (`= NULL` still becomes `IS NULL`)."""
+
+    lookup_name = "exact"
+
+    def _values(self) -> list[Any]:
+        return [self.rhs]
 
 
 class SyncedResourceQuerySet(models.QuerySet["SyncedResource"]):
@@ -39,16 +130,17 @@ class SyncedResource(models.Model):
     resource_type = models.CharField(max_length=64)
     fhir_id = models.CharField(max_length=200)
     version_id = models.CharField(max_length=64, blank=True)
-    last_updated = models.DateTimeField(null=True, blank=True)
 
-    # Filter columns (clear text).
-    category = models.CharField(max_length=100, blank=True)
-    code_system = models.CharField(max_length=200, blank=True)
-    code = models.CharField(max_length=100, blank=True)
+    # Filter columns: keyed hashes of the clear values (see `IndexHashField`), under the index
+    # key `index_key_id`. The clinical date stays (lists, trends and the timeline filter and
+    # sort on it); meta.lastUpdated and the issued date are read from the payload.
+    category = IndexHashField()
+    code_system = IndexHashField()
+    code = IndexHashField()
+    status = IndexHashField()
+    clinical_status = IndexHashField()
+    index_key_id = models.CharField(max_length=64, blank=True)
     effective_at = models.DateTimeField(null=True, blank=True)
-    issued_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=40, blank=True)
-    clinical_status = models.CharField(max_length=40, blank=True)
 
     # Flags.
     is_reference = models.BooleanField(default=False)

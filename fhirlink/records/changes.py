@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from fhirlink import vault
 from fhirlink.models import SyncedResource
 from fhirlink.records import normalize, paging, selectors
 
@@ -33,7 +34,7 @@ def settle_seconds() -> int:
 def tombstone_reason(row: SyncedResource) -> str:
     if row.deleted_at is not None:
         return "deleted"
-    if row.entered_in_error or row.status.strip().startswith("entered-in-error"):
+    if row.entered_in_error or vault.index_equals("status", row.status, "entered-in-error"):
         return "entered-in-error"
     if row.masked:
         return "masked"

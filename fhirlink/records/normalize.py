@@ -14,6 +14,7 @@ from typing import Any
 
 from fhirlink.models import SyncedResource
 from fhirlink.records.selectors import RecordRow
+from fhirlink.services.sync.prepare import fhir_datetime, resource_category
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -351,8 +352,10 @@ def record_normalize(
         "display": "",
         "code": None,
         "codings": [],
-        "category": row.category,
-        "status": row.status.strip(),
+        # Category, status and lastUpdated come from the payload: the store keeps the first two
+        # as keyed hashes only, and the third not at all.
+        "category": "",
+        "status": "",
         "date": row.effective_at.isoformat() if row.effective_at else None,
         "value": None,
         "unit": "",
@@ -363,7 +366,7 @@ def record_normalize(
             "health_system": name,
             "health_system_slug": slug,
         },
-        "last_updated": row.last_updated.isoformat() if row.last_updated else None,
+        "last_updated": None,
         "flags": {
             "valid": row.valid,
             "validation_error": row.validation_error,
@@ -378,7 +381,11 @@ def record_normalize(
     preferred = _preferred(found)
     item["code"] = dict(preferred) if preferred else None  # its own dict, as `preferred_coding`
     item["codings"] = found
-    item["status"] = _status(resource) or item["status"]
+    item["status"] = _status(resource)
+    item["category"] = resource_category(resource)
+    meta = resource.get("meta")
+    updated = fhir_datetime(meta.get("lastUpdated")) if isinstance(meta, dict) else None
+    item["last_updated"] = updated.isoformat() if updated else None
     item["date"] = resource_date(resource) or item["date"]
     if row.resource_type == "Observation":
         value = _value(resource)

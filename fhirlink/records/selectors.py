@@ -3,8 +3,8 @@
 Every function takes the patient (id) explicitly and filters on it first: a row of another
 patient is never returned, whatever id or cursor the caller passes. "Live" rows exclude
 tombstones, entered-in-error and masked resources (Cerner masks the fields of entered-in-error
-records; some servers send the status with stray whitespace, e.g. ``"entered-in-error "``, so
-the status column is checked as well as the flag the store sets).
+records; some servers send the status with stray whitespace, e.g. ``"entered-in-error "``, which
+the store strips before hashing, so the status column is checked as well as the flag it sets).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def records_live(
     elif resource_type is not None:
         by_type["resource_type__in"] = list(resource_type)
     return SyncedResource.objects.live().filter(
-        ~Q(status__startswith="entered-in-error"),
+        ~Q(status="entered-in-error"),
         patient_id=_patient_pk(patient),
         is_reference=False,
         masked=False,
@@ -106,10 +106,7 @@ class RecordRow(NamedTuple):
     patient_id: uuid.UUID
     resource_type: str
     fhir_id: str
-    category: str
-    status: str
     effective_at: datetime | None
-    last_updated: datetime | None
     valid: bool
     validation_error: str
     payload: bytes
@@ -128,7 +125,7 @@ def _text(field: str) -> Cast:
 
 
 # `RecordRow`'s columns in order. The health system is a join on two small tables (one memoised
-# index lookup per page), cheaper than a second query. The three date-times are read as text
+# index lookup per page), cheaper than a second query. The two date-times are read as text
 # and parsed with `datetime.fromisoformat` (C): Django's PostgreSQL loader for timestamptz is
 # pure Python and cost more per page than all the other columns together.
 RECORD_ROW_FIELDS: tuple[str | Cast, ...] = (
@@ -137,10 +134,7 @@ RECORD_ROW_FIELDS: tuple[str | Cast, ...] = (
     "patient_id",
     "resource_type",
     "fhir_id",
-    "category",
-    "status",
     _text("effective_at"),
-    _text("last_updated"),
     "valid",
     "validation_error",
     "payload",
@@ -152,9 +146,7 @@ RECORD_ROW_FIELDS: tuple[str | Cast, ...] = (
 
 
 # Where `RECORD_ROW_FIELDS` has the date-times read as text.
-_DATE_TIMES = tuple(
-    RecordRow._fields.index(name) for name in ("effective_at", "last_updated", "updated_at")
-)
+_DATE_TIMES = tuple(RecordRow._fields.index(name) for name in ("effective_at", "updated_at"))
 
 
 def _utc(value: str) -> datetime:
@@ -182,7 +174,8 @@ def record_rows(qs: QuerySet[SyncedResource]) -> list[RecordRow]:
 def records_filter(
     qs: QuerySet[SyncedResource], filters: RecordFilters
 ) -> QuerySet[SyncedResource]:
-    """Apply the list filters (all on clear columns; the payload is never searched)."""
+    """Apply the list filters (equality on the store's keyed-hash columns, which hash the
+    filter value; a date range on `effective_at`; the payload is never searched)."""
     if filters.category:
         qs = qs.filter(category=filters.category)
     if filters.code:

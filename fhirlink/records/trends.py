@@ -201,25 +201,50 @@ def trend_build(
 
 def trend_codes_available(*, patient: Any) -> list[dict[str, Any]]:
     """The Observation codes of the patient with numeric-series potential (vital signs and
-    laboratory), with counts, most frequent first. One aggregate query; no payload read."""
-    from django.db.models import Count
+    laboratory), with counts, most frequent first. One aggregate query over the store's hashed
+    columns, then one payload per distinct code (the code's clear value is only in the payload:
+    the one the store indexed, `columns_extract`'s standard-first coding)."""
+    from django.db.models import Count, Min
 
-    rows = (
+    from fhirlink import vault
+    from fhirlink.services.sync.prepare import columns_extract
+
+    categories = ("vital-signs", "laboratory")
+    groups = list(
         selectors.records_live(patient=patient, resource_type="Observation")
-        .filter(category__in=("vital-signs", "laboratory"))
+        .filter(category__in=categories)
         .exclude(code="")
         .order_by()
         .values_list("code", "category")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("id"), first=Min("id"))
     )
+    rows = selectors.records_live(patient=patient, resource_type="Observation").filter(
+        pk__in=[first for *_, first in groups]
+    )
+    reader = selectors.PayloadReader(patient)
+    clear: dict[int, str] = {}
+    for row in rows:
+        resource = reader.read(row)
+        if resource is not None:
+            # b"": the canonical JSON is not needed for the code (only for the masked check).
+            clear[row.pk] = columns_extract(resource, b"").code
+    counts: dict[tuple[str, str], int] = {}  # a rotation in progress splits a code in two
+    for hashed_category, n, first in ((g[1], g[2], g[3]) for g in groups):
+        code = clear.get(first)
+        if not code:
+            continue  # unreadable (purged meanwhile): nothing to name it by
+        category = next(
+            (c for c in categories if vault.index_equals("category", hashed_category, c)), ""
+        )
+        counts[(code, category)] = counts.get((code, category), 0) + int(n)
     out: list[dict[str, Any]] = []
-    for code, category, n in rows:
-        canonical = normalize.CANONICAL_UNITS.get(str(code))
+    for (code, category), n in counts.items():
+        canonical = normalize.CANONICAL_UNITS.get(code)
         out.append(
             {
-                "code": str(code),
-                "category": str(category),
-                "count": int(n),
+                "code": code,
+                "category": category,
+                "count": n,
                 "unit": canonical.unit if canonical else "",
             }
         )

@@ -43,6 +43,9 @@ VAULTED: list[Vaulted] = [
             ("refresh_token_blob", _conn_aad("refresh_token")),
         ],
     ),
+    # The EHR login name (id_token `sub`), sealed apart from the tokens (which a disconnect
+    # destroys, with their key id).
+    Vaulted(Connection, "oidc_subject_key_id", [("oidc_subject_blob", _conn_aad("oidc_subject"))]),
     Vaulted(HealthSystem, "secret_key_id", [("secret_blob", secret_aad)]),
     Vaulted(
         LaunchAttempt,
@@ -57,6 +60,14 @@ class RotationReport:
     active_key_id: str
     rewrapped: dict[str, int]
     remaining: dict[str, int]
+    index_key_id: str = ""
+
+
+def _label(spec: Vaulted) -> str:
+    """The report's name for a vaulted column set: the model, and the key field where a model
+    has more than one."""
+    shared = sum(1 for other in VAULTED if other.model is spec.model) > 1
+    return f"{spec.model._meta.label}.{spec.key_field}" if shared else spec.model._meta.label
 
 
 def _pending(model: type[models.Model], key_field: str, active: str) -> models.QuerySet[Any]:
@@ -79,7 +90,7 @@ def vault_rotate(*, batch_size: int = 500, max_batches: int | None = None) -> Ro
     active = vault.active_key_id()
     rewrapped: dict[str, int] = {}
     for spec in VAULTED:
-        label = spec.model._meta.label
+        label = _label(spec)
         rewrapped[label] = 0
         for _ in _batches(batch_size, max_batches):
             with transaction.atomic():
@@ -125,8 +136,19 @@ def vault_rotate(*, batch_size: int = 500, max_batches: int | None = None) -> Ro
             rewrapped[label] += len(keys)
 
     remaining = {
-        spec.model._meta.label: _pending(spec.model, spec.key_field, active).count()
-        for spec in VAULTED
+        _label(spec): _pending(spec.model, spec.key_field, active).count() for spec in VAULTED
     }
     remaining[label] = PatientDataKey.objects.exclude(key_id=active).count()
-    return RotationReport(active_key_id=active, rewrapped=rewrapped, remaining=remaining)
+
+    # The store's index hashes: re-hashed under FHIRLINK_INDEX_ACTIVE_KEY_ID from the payloads.
+    from fhirlink.services.sync.store import index_rehash
+
+    label = "fhirlink.SyncedResource.index_key_id"
+    rehash = index_rehash(batch_size=batch_size, max_batches=max_batches)
+    rewrapped[label], remaining[label] = rehash.rehashed, rehash.remaining
+    return RotationReport(
+        active_key_id=active,
+        rewrapped=rewrapped,
+        remaining=remaining,
+        index_key_id=vault.index_active_key_id(),
+    )

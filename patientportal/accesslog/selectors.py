@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils.crypto import salted_hmac
 
 from patientportal.accounts.models import Patient
 
@@ -34,6 +36,19 @@ def access_events_for_patient(
     if until:
         events = events.filter(occurred_at__lt=until)
     return events
+
+
+PUBLIC_ID_SALT = "patientportal.accesslog.public-id"
+
+
+def access_event_public_id(event: AccessEvent) -> str:
+    """The id a patient sees for an entry: a UUID-shaped HMAC-SHA256 of its `seq` under the
+    chain key. The `seq` itself is installation-wide (a patient watching it would learn how
+    many accesses everyone else's data had), so it stays for auditors (admin, exports,
+    `accesslog_verify`); this id is stable and unique per entry and says nothing about others."""
+    key = settings.ACCESS_LOG_CHAIN_KEY or settings.SECRET_KEY
+    digest = salted_hmac(PUBLIC_ID_SALT, str(event.seq), secret=key, algorithm="sha256")
+    return str(uuid.UUID(hex=digest.hexdigest()[:32]))
 
 
 def actor_display(event: AccessEvent) -> str:

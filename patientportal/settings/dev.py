@@ -19,6 +19,11 @@ DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-do-not-use-in-production")
 VAULT_KEYS = env.str("VAULT_KEYS", default="dev-1:ZGV2LW9ubHktaW5zZWN1cmUtdmF1bHQta2V5LTMyYnk=")
 VAULT_ACTIVE_KEY_ID = env.str("VAULT_ACTIVE_KEY_ID", default="dev-1")
+# The synced-record store's index-hash keys (fhirlink/vault.py, "Keyed index hashes").
+FHIRLINK_INDEX_KEYS = env.str(
+    "FHIRLINK_INDEX_KEYS", default="dev-index-1:ZGV2LW9ubHktaW5zZWN1cmUtaW5kZXgta2V5LTMyYnk="
+)
+FHIRLINK_INDEX_ACTIVE_KEY_ID = env.str("FHIRLINK_INDEX_ACTIVE_KEY_ID", default="dev-index-1")
 
 # The /demo/ reference client on http://127.0.0.1 is a loopback redirect (RFC 8252 §7.3).
 OAUTH2_PROVIDER = {

@@ -33,6 +33,10 @@ REQUIRED_ENV = (
     # The access log's HMAC chain key: derived from SECRET_KEY it would break verification of
     # every past row the day SECRET_KEY is rotated, so production sets it explicitly.
     "ACCESS_LOG_CHAIN_KEY",
+    # The synced-record store's index-hash keys (HMAC of the filter columns): derived from
+    # nothing in the database, so a dump alone does not say who has which diagnosis.
+    "FHIRLINK_INDEX_KEYS",
+    "FHIRLINK_INDEX_ACTIVE_KEY_ID",
 )
 POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
 
@@ -99,8 +103,11 @@ VAULT_KEY_BYTES = 32
 _VAULT_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def vault_key_ids(raw: str, active: str) -> list[str]:
-    """Validates VAULT_KEYS / VAULT_ACTIVE_KEY_ID; returns the key ids. Never echoes key bytes."""
+def vault_key_ids(
+    raw: str, active: str, name: str = "VAULT_KEYS", active_name: str = "VAULT_ACTIVE_KEY_ID"
+) -> list[str]:
+    """Validates VAULT_KEYS / VAULT_ACTIVE_KEY_ID (or another key list of the same form, named
+    `name` / `active_name`); returns the key ids. Never echoes key bytes."""
     ids: list[str] = []
     for position, item in enumerate((part.strip() for part in raw.split(",")), start=1):
         if not item:
@@ -108,34 +115,45 @@ def vault_key_ids(raw: str, active: str) -> list[str]:
         key_id, sep, encoded = item.partition(":")
         if not sep or not _VAULT_KEY_ID.match(key_id):
             raise ImproperlyConfigured(
-                f"VAULT_KEYS entry {position} is not key_id:base64key (key ids are 1-64 of "
+                f"{name} entry {position} is not key_id:base64key (key ids are 1-64 of "
                 f"A-Z a-z 0-9 . _ -). {DOCS}"
             )
         try:
             key = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise ImproperlyConfigured(
-                f"VAULT_KEYS key {key_id!r} is not valid base64. {DOCS}"
+                f"{name} key {key_id!r} is not valid base64. {DOCS}"
             ) from None
         if len(key) != VAULT_KEY_BYTES:
             raise ImproperlyConfigured(
-                f"VAULT_KEYS key {key_id!r} decodes to {len(key)} bytes; each key must be "
+                f"{name} key {key_id!r} decodes to {len(key)} bytes; each key must be "
                 f"{VAULT_KEY_BYTES} random bytes (AES-256). {DOCS}"
             )
         if key_id in ids:
-            raise ImproperlyConfigured(f"VAULT_KEYS lists key id {key_id!r} twice. {DOCS}")
+            raise ImproperlyConfigured(f"{name} lists key id {key_id!r} twice. {DOCS}")
         ids.append(key_id)
     if not ids:
-        raise ImproperlyConfigured(f"VAULT_KEYS holds no key. {DOCS}")
+        raise ImproperlyConfigured(f"{name} holds no key. {DOCS}")
     if active not in ids:
         raise ImproperlyConfigured(
-            f"VAULT_ACTIVE_KEY_ID {active!r} is not one of the key ids in VAULT_KEYS "
+            f"{active_name} {active!r} is not one of the key ids in {name} "
             f"({', '.join(ids)}). {DOCS}"
         )
     return ids
 
 
 VAULT_KEY_IDS = vault_key_ids(VAULT_KEYS, VAULT_ACTIVE_KEY_ID)
+
+# The synced-record store's index-hash keys, in the same form; the active one hashes new rows,
+# the others stay listed until `manage.py vault_rotate` has re-hashed every row.
+FHIRLINK_INDEX_KEYS: str = env.str("FHIRLINK_INDEX_KEYS").strip()
+FHIRLINK_INDEX_ACTIVE_KEY_ID: str = env.str("FHIRLINK_INDEX_ACTIVE_KEY_ID").strip()
+FHIRLINK_INDEX_KEY_IDS = vault_key_ids(
+    FHIRLINK_INDEX_KEYS,
+    FHIRLINK_INDEX_ACTIVE_KEY_ID,
+    name="FHIRLINK_INDEX_KEYS",
+    active_name="FHIRLINK_INDEX_ACTIVE_KEY_ID",
+)
 
 # The access log's hash-chain key (required, never weak).
 ACCESS_LOG_CHAIN_KEY = env.str("ACCESS_LOG_CHAIN_KEY").strip()

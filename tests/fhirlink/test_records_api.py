@@ -661,8 +661,7 @@ def test_list_items_are_the_detail_view(client, chart, patient):
     fraction = row(patient, "S-VS-FRACTION")
     assert fraction.effective_at is not None
     assert fraction.effective_at.microsecond == 250000
-    assert fraction.last_updated is not None
-    assert fraction.last_updated.microsecond == 123456
+    # meta.lastUpdated is not a column (nothing filters on it): the API reads the payload's.
     compared = []
     for record_type in ("observations", "medications", "conditions", "documents", "patients"):
         listed = get(client, "fhirlink-records-list", {"page_size": 200}, record_type=record_type)

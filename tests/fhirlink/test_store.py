@@ -96,25 +96,34 @@ def test_upsert_is_idempotent_and_counts(connection):
     assert resource_payload(row) == obs("1", value=9.0)
 
 
-def test_filter_columns_in_clear_payload_encrypted(connection):
+def test_filter_columns_keyed_hashes_payload_encrypted(connection):
+    """The filter columns are HMACs under the index key (issue #19 item 9); the ORM's filters
+    take the clear value and find the row."""
     upsert(connection, [obs("1")])
     row = SyncedResource.objects.get(connection=connection, fhir_id="1")
-    assert (row.resource_type, row.category, row.code_system, row.code) == (
+    active = vault.index_active_key_id()
+    assert (row.resource_type, row.category, row.code_system, row.code, row.index_key_id) == (
         "Observation",
-        "laboratory",
-        "http://loinc.org",
-        "2345-7",
+        vault.index_hash("category", "laboratory"),
+        vault.index_hash("code_system", "http://loinc.org"),
+        vault.index_hash("code", "2345-7"),
+        active,
     )
+    assert len(row.code) == 32
+    assert "2345" not in row.code
     assert row.effective_at is not None
     assert row.effective_at.isoformat() == "2024-01-01T10:00:00+00:00"
-    assert row.issued_at is not None
-    assert row.issued_at.isoformat() == "2024-01-01T11:00:00+00:00"
     assert (row.status, row.version_id, row.valid, row.entered_in_error) == (
-        "final",
+        vault.index_hash("status", "final"),
         "1",
         True,
         False,
     )
+    found = SyncedResource.objects.filter(
+        connection=connection, code="2345-7", category="laboratory", status__in=["final"]
+    )
+    assert list(found.values_list("fhir_id", flat=True)) == ["1"]
+    assert not SyncedResource.objects.filter(connection=connection, code="2345-8").exists()
     assert row.source_base_url == "https://fhir.example.test/r4/t1"
     assert b"2345-7" not in bytes(row.payload)
     assert b"mg/dL" not in bytes(row.payload)
@@ -154,7 +163,11 @@ def test_entered_in_error_and_masked(connection):
     )
     upsert(connection, [masked, obs("ok")])
     row = SyncedResource.objects.get(connection=connection, fhir_id="eie")
-    assert (row.entered_in_error, row.masked, row.status) == (True, True, "entered-in-error")
+    assert (row.entered_in_error, row.masked, row.status) == (
+        True,
+        True,
+        vault.index_hash("status", "entered-in-error"),
+    )
     assert list(SyncedResource.objects.live().values_list("fhir_id", flat=True)) == ["ok"]
     cols = columns_extract(
         {
@@ -350,7 +363,7 @@ def test_an_update_overwrites_the_row_in_place_and_keeps_its_creation_time(conne
     assert after.pk == before.pk
     assert after.created_at == before.created_at
     assert after.updated_at > before.updated_at
-    assert after.status == "amended"
+    assert after.status == vault.index_hash("status", "amended")
     assert after.effective_at is not None
     assert after.effective_at.isoformat() == "2023-05-06T07:08:09+00:00"
     assert resource_payload(after)["valueQuantity"]["value"] == 2.0

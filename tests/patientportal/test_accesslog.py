@@ -24,6 +24,7 @@ from patientportal.accesslog.models import (
     ActorKind,
     AppendOnlyError,
 )
+from patientportal.accesslog.selectors import access_event_public_id
 from patientportal.consent.models import Purpose
 from tests.factories import PatientFactory, StaffFactory
 
@@ -368,7 +369,14 @@ def test_patient_sees_who_when_and_why(api_client_for, patient, settings):
 
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [(r["id"], r["action"]) for r in results] == [(2, "sync_write"), (1, "read")]
+    # Opaque ids, not the installation-wide seq (issue #19 item 10).
+    public = {seq: access_event_public_id(AccessEvent.objects.get(seq=seq)) for seq in (1, 2)}
+    assert [(r["id"], r["action"]) for r in results] == [
+        (public[2], "sync_write"),
+        (public[1], "read"),
+    ]
+    assert len(set(public.values())) == 2
+    assert all(len(v) == 36 for v in public.values())
     assert results[0]["actor"] == {
         "kind": "system",
         "display": "Automatic sync with your health system",

@@ -76,6 +76,11 @@ def _category(resource: dict[str, Any]) -> str:
     return _first_coding(category)[1]
 
 
+def resource_category(resource: dict[str, Any]) -> str:
+    """The category the store indexes (hashed) for a resource: what the API shows too."""
+    return _category(resource)
+
+
 CODE_FIELDS = {
     "MedicationRequest": "medicationCodeableConcept",
     "Immunization": "vaccineCode",

@@ -56,14 +56,13 @@ INSERT_FIELDS = (
     "resource_type",
     "fhir_id",
     "version_id",
-    "last_updated",
     "category",
     "code_system",
     "code",
-    "effective_at",
-    "issued_at",
     "status",
     "clinical_status",
+    "index_key_id",
+    "effective_at",
     "is_reference",
     "entered_in_error",
     "masked",
@@ -82,6 +81,27 @@ INSERT_FIELDS = (
 )
 KEY_FIELDS = ("connection", "resource_type", "fhir_id")
 UPDATE_FIELDS = tuple(f for f in INSERT_FIELDS if f not in {*KEY_FIELDS, "created_at"})
+
+
+# --- Index columns -------------------------------------------------------------------------------
+
+INDEX_COLUMNS = ("category", "code_system", "code", "status", "clinical_status")
+
+
+def index_values(cols: Columns, *, key_id: str | None = None) -> tuple[str, ...]:
+    """The stored form of a resource's filter columns (`INDEX_COLUMNS` order, then the key id):
+    keyed hashes under the active index key (`vault.index_hash`), the one place the store
+    computes them (the writer and `index_rehash` both call it; queries hash through the model's
+    `IndexHashField`)."""
+    key_id = key_id or vault.index_active_key_id()
+    return (
+        vault.index_hash("category", cols.category, key_id=key_id),
+        vault.index_hash("code_system", cols.code_system, key_id=key_id),
+        vault.index_hash("code", cols.code, key_id=key_id),
+        vault.index_hash("status", cols.status, key_id=key_id),
+        vault.index_hash("clinical_status", cols.clinical_status, key_id=key_id),
+        key_id,
+    )
 
 
 # --- Upsert --------------------------------------------------------------------------------------
@@ -234,6 +254,7 @@ class _RowBuilder:
         self._sync_run = prep("sync_run", sync_run_id)
         self._last_seen = prep("last_seen_run", last_seen_run)
         self._true, self._false = prep("valid", True), prep("valid", False)
+        self._index_key_id = vault.index_active_key_id()
 
     def build(
         self,
@@ -253,14 +274,8 @@ class _RowBuilder:
             rtype,
             fhir_id,
             cols.version_id,
-            date(cols.last_updated),
-            cols.category,
-            cols.code_system,
-            cols.code,
+            *index_values(cols, key_id=self._index_key_id),
             date(cols.effective_at),
-            date(cols.issued_at),
-            cols.status,
-            cols.clinical_status,
             self._is_reference,
             yes if cols.entered_in_error else no,
             yes if cols.masked else no,
@@ -440,3 +455,61 @@ def synced_resources_erase(*, connection_id: Any) -> dict[str, int]:
 
         SyncQuarantine.objects.filter(connection_id=connection_id).delete()
     return {str(k): int(v) for k, v in counts.items()}
+
+
+@dataclass
+class RehashReport:
+    rehashed: int = 0
+    unreadable: int = 0
+    remaining: int = 0
+
+
+def index_rehash(*, batch_size: int = 500, max_batches: int | None = None) -> RehashReport:
+    """Re-hash the filter columns of every row not under the active index key (after
+    `FHIRLINK_INDEX_ACTIVE_KEY_ID` changed): each row's payload is decrypted and its columns
+    extracted again (a hash cannot be re-keyed without the clear value). Online and resumable
+    like `vault_rotate`: short transactions of `batch_size` rows, locked with skip_locked, chosen
+    by key id. A row whose payload cannot be read (its patient's key was destroyed) keeps no
+    index values. Queries match both keys meanwhile (`IndexHashField`)."""
+    from fhirlink.models.store import IndexHash
+
+    active = vault.index_active_key_id()
+    report = RehashReport()
+    fields = [*INDEX_COLUMNS, "index_key_id"]
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
+        with transaction.atomic():
+            rows = list(
+                SyncedResource.objects.exclude(index_key_id=active)
+                .order_by("pk")
+                .select_for_update(skip_locked=True)[:batch_size]
+            )
+            if not rows:
+                break
+            ciphers: dict[Any, vault.PatientCipher | None] = {}
+            for row in rows:
+                if row.patient_id not in ciphers:
+                    try:
+                        ciphers[row.patient_id] = vault.patient_cipher(
+                            patient_id=row.patient_id, create=False
+                        )
+                    except vault.KeyDestroyed:
+                        ciphers[row.patient_id] = None
+                cipher = ciphers[row.patient_id]
+                cols = Columns()
+                try:
+                    if cipher is not None:
+                        cols = columns_extract(resource_payload(row, cipher=cipher))
+                except vault.DecryptionFailed:
+                    cipher = None
+                if cipher is None:
+                    report.unreadable += 1
+                values = index_values(cols, key_id=active)
+                for name, value in zip(fields, values, strict=True):
+                    setattr(row, name, IndexHash(value) if name != "index_key_id" else value)
+                report.rehashed += 1
+            SyncedResource.objects.bulk_update(rows, fields)
+        logger.info("index_rehash: +%s rows", len(rows))
+    report.remaining = SyncedResource.objects.exclude(index_key_id=active).count()
+    return report

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import AccessAction, AccessEvent, ActorKind, Outcome
-from ..selectors import actor_display
+from ..selectors import access_event_public_id, actor_display
 
 
 class AccessActorSerializer(serializers.Serializer[dict[str, Any]]):
@@ -18,7 +18,9 @@ class AccessActorSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class AccessEventSerializer(serializers.ModelSerializer[AccessEvent]):
-    id = serializers.IntegerField(source="seq")
+    id = serializers.SerializerMethodField(
+        help_text="An opaque id of this entry (stable; says nothing about other entries)."
+    )
     actor = serializers.SerializerMethodField()
     action = serializers.ChoiceField(choices=AccessAction.choices)
     outcome = serializers.ChoiceField(choices=Outcome.choices)
@@ -38,6 +40,10 @@ class AccessEventSerializer(serializers.ModelSerializer[AccessEvent]):
             "outcome",
             "application",
         ]
+
+    @extend_schema_field(OpenApiTypes.UUID)
+    def get_id(self, event: AccessEvent) -> str:
+        return access_event_public_id(event)
 
     @extend_schema_field(AccessActorSerializer)
     def get_actor(self, event: AccessEvent) -> dict[str, str]:
