@@ -41,7 +41,11 @@ class Connection(models.Model):
     fhir_patient_id = models.CharField(max_length=200, blank=True)
     fhir_user = models.CharField(max_length=500, blank=True)
     oidc_issuer = models.CharField(max_length=500, blank=True)
-    oidc_subject = models.CharField(max_length=200, blank=True)
+    # The id_token's `sub`: at Cerner the patient's login name at the health system, so sealed
+    # by the vault under the KEK `oidc_subject_key_id`, never stored in clear (the
+    # `oidc_subject` property below seals and opens it; `vault_rotate` re-wraps it).
+    oidc_subject_blob = models.BinaryField(null=True, blank=True, editable=False)
+    oidc_subject_key_id = models.CharField(max_length=64, blank=True)
 
     # Scopes.
     requested_scopes = models.TextField(blank=True)
@@ -93,6 +97,32 @@ class Connection(models.Model):
     @property
     def has_tokens(self) -> bool:
         return bool(self.access_token_blob or self.refresh_token_blob)
+
+    @property
+    def oidc_subject(self) -> str:
+        """The EHR login name (`sub`), opened from its sealed column ("" when none)."""
+        from fhirlink import vault
+
+        if not self.oidc_subject_blob:
+            return ""
+        return vault.open_sealed(
+            self.oidc_subject_blob, key_id=self.oidc_subject_key_id, aad=self.oidc_subject_aad
+        )
+
+    @oidc_subject.setter
+    def oidc_subject(self, value: str) -> None:
+        """Seals `value` into `oidc_subject_blob` (saved with the row's other fields)."""
+        from fhirlink import vault
+
+        if not value:
+            self.oidc_subject_blob, self.oidc_subject_key_id = None, ""
+            return
+        sealed = vault.seal(value, aad=self.oidc_subject_aad)
+        self.oidc_subject_blob, self.oidc_subject_key_id = sealed.blob, sealed.key_id
+
+    @property
+    def oidc_subject_aad(self) -> str:
+        return f"fhirlink.connection:{self.pk}:oidc_subject"
 
 
 class LaunchAttempt(models.Model):

@@ -5,13 +5,18 @@ Nothing is written to disk in clear: the job encrypts the file with the patient'
 `FHIRLINK_RECORDS_EXPORT_TTL` seconds (default 600). The download is single use: the first
 download deletes the blob, atomically (`cache.delete` returns True once), any later one gets
 410 `export_gone`. URLs carry only the random export id; the bearer token is still required.
+
+A purge (disconnect with erase, account deletion) voids every export requested before it
+(`exports_void`): the blobs are deleted, the states say `voided`, and a download answers 410
+`export_gone`. A per-patient marker (kept as long as an export lives) catches an export the
+purge did not find in the patient's list, and a build that finishes after the purge.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +33,9 @@ FORMATS = {"bundle": "application/fhir+json", "ndjson": "application/fhir+ndjson
 
 class ExportGone(Gone):
     default_code = "export_gone"
-    default_message = "This export was already downloaded or has expired."
+    default_message = (
+        "This export was already downloaded, has expired, or was voided when its data was erased."
+    )
 
 
 class ExportNotReady(ValidationFailed):
@@ -47,6 +54,14 @@ def _state_key(export_id: str) -> str:
 
 def _blob_key(export_id: str) -> str:
     return f"fhirlink:records-export-blob:{export_id}"
+
+
+def _patient_exports_key(patient_id: Any) -> str:
+    return f"fhirlink:records-exports-of:{patient_id}"
+
+
+def _purged_key(patient_id: Any) -> str:
+    return f"fhirlink:records-export-purged:{patient_id}"
 
 
 def _aad(export_id: str, patient_id: Any) -> str:
@@ -69,6 +84,8 @@ def export_request(*, patient: Any, fmt: str) -> dict[str, Any]:
         "size": None,
     }
     cache.set(_state_key(export_id), state, export_ttl())
+    listed = cache.get(_patient_exports_key(patient.pk)) or []
+    cache.set(_patient_exports_key(patient.pk), [*listed[-99:], export_id], export_ttl())
     from fhirlink.records.tasks import records_export
 
     transaction.on_commit(lambda: records_export.delay(export_id))
@@ -79,7 +96,43 @@ def export_state(*, patient: Any, export_id: str) -> dict[str, Any]:
     state = cache.get(_state_key(export_id))
     if not isinstance(state, dict) or state.get("patient") != str(patient.pk):
         raise NotFound("No such export.", code="export_not_found")
+    if _voided_by_purge(state):
+        _void(export_id, state)
     return state
+
+
+def exports_void(*, patient_id: Any) -> int:
+    """A purge of the patient's data: every export requested until now is voided (its blob
+    deleted, its state `voided`). Returns how many were pending or ready. Called by the
+    disconnect service inside the purge's transaction."""
+    now = timezone.now()
+    cache.set(_purged_key(patient_id), now.isoformat(), export_ttl())
+    voided = 0
+    for export_id in cache.get(_patient_exports_key(patient_id)) or []:
+        state = cache.get(_state_key(export_id))
+        if isinstance(state, dict) and state.get("patient") == str(patient_id):
+            voided += state.get("status") in ("pending", "ready")
+            _void(export_id, state)
+        cache.delete(_blob_key(export_id))
+    return voided
+
+
+def _voided_by_purge(state: dict[str, Any]) -> bool:
+    """Whether a purge of the patient came after this export was requested."""
+    if state.get("status") == "voided":
+        return True
+    marker = cache.get(_purged_key(state["patient"]))
+    if not marker:
+        return False
+    return bool(datetime.fromisoformat(state["created_at"]) <= datetime.fromisoformat(marker))
+
+
+def _void(export_id: str, state: dict[str, Any]) -> None:
+    cache.delete(_blob_key(export_id))
+    if state.get("status") == "voided":
+        return
+    state.update(status="voided", resources=None, size=None)
+    cache.set(_state_key(export_id), state, export_ttl())
 
 
 def export_build(export_id: str) -> dict[str, Any] | None:
@@ -88,11 +141,14 @@ def export_build(export_id: str) -> dict[str, Any] | None:
     state = cache.get(_state_key(export_id))
     if not isinstance(state, dict) or state.get("status") != "pending":
         return state if isinstance(state, dict) else None
+    if _voided_by_purge(state):
+        _void(export_id, state)
+        return state
     patient_id = state["patient"]
     qs = (
         selectors.records_all(patient=patient_id)
         .filter(deleted_at__isnull=True, entered_in_error=False, masked=False)
-        .exclude(status__startswith="entered-in-error")
+        .exclude(status="entered-in-error")
         .order_by("resource_type", "id")
     )
     try:
@@ -119,6 +175,9 @@ def export_build(export_id: str) -> dict[str, Any] | None:
             "entry": [{"resource": r} for r in resources],
         }
         body = json.dumps(bundle, separators=(",", ":")).encode()
+    if _voided_by_purge(state):  # purged while this job read: nothing of it is kept
+        _void(export_id, state)
+        return state
     sealer = cipher or vault.patient_cipher(patient_id=patient_id)
     cache.set(
         _blob_key(export_id), sealer.encrypt(body, aad=_aad(export_id, patient_id)), export_ttl()
@@ -142,6 +201,8 @@ def export_build(export_id: str) -> dict[str, Any] | None:
 def export_download(*, patient: Any, export_id: str) -> tuple[bytes, str, str]:
     """(body, content type, filename) — once. Raises ExportGone after the first download."""
     state = export_state(patient=patient, export_id=export_id)
+    if state["status"] == "voided":
+        raise ExportGone()
     if state["status"] == "pending":
         raise ExportNotReady()
     blob = cache.get(_blob_key(export_id))

@@ -21,7 +21,9 @@ from .serializers import AccessEventSerializer
 
 
 class AccessEventPagination(CursorPagination):
-    ordering = "-seq"
+    # Newest first by time, not by `seq`: a cursor carries its ordering field's value, and the
+    # installation-wide sequence number is not the patient's to see (ties: `seq`, by offset).
+    ordering = ("-occurred_at", "-seq")  # type: ignore[assignment]  # DRF takes a tuple too
 
 
 def _datetime_param(request: Request, name: str) -> Any:
