@@ -12,7 +12,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from fhirlink import selectors
-from fhirlink.directory.search import directory_search
+from fhirlink.directory.search import directory_index, directory_search
 from fhirlink.directory.selectors import directory_page_rows
 from fhirlink.models import Connection
 from fhirlink.services.connections import connection_disconnect
@@ -85,7 +85,9 @@ class HealthSystemListView(APIView):
             "previous": replace_query_param(url, "cursor", cursor_encode(max(0, offset - size)))
             if offset
             else None,
-            "results": directory_page_rows(items=items[offset : offset + size]),
+            "results": directory_page_rows(
+                items=items[offset : offset + size], sources=directory_index().sources
+            ),
         }
         return Response(HealthSystemSearchPageSerializer(page).data)
 

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Max
+from django.conf import settings
+from django.db import connection
 from rapidfuzz import fuzz, process
 
 from fhirlink.directory.text import tokens, zip5
-from fhirlink.models import DirectoryEntry, EntryStatus, HealthSystem
+from fhirlink.models import DirectoryEntry, EntryStatus, HealthSystem, PlatformApp
 
 NAME_WEIGHT = 1.0
 CITY_WEIGHT = 0.9
@@ -55,16 +57,32 @@ class Item:
 @dataclass
 class DirectoryIndex:
     version: tuple[Any, ...]
+    checked_at: float = 0.0
+    sources: frozenset[str] = frozenset()  # directory sources a platform app covers
     items: list[Item] = field(default_factory=list)
     vocab: list[str] = field(default_factory=list)
     postings: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 def _version() -> tuple[Any, ...]:
-    entries = DirectoryEntry.objects.aggregate(m=Max("updated_at"))["m"]
-    systems = HealthSystem.objects.aggregate(m=Max("updated_at"))["m"]
-    # The count catches .update(enabled=...) (no updated_at bump); the table is small.
-    return (entries, systems, HealthSystem.objects.filter(enabled=True).count())
+    """What the index depends on, in one round trip: the directory's and the registry's last
+    change, the enabled registrations (an .update(enabled=...) bumps no updated_at) and the
+    platform apps (they decide which sources are connectable)."""
+    quote = connection.ops.quote_name
+    entries = quote(DirectoryEntry._meta.db_table)
+    systems = quote(HealthSystem._meta.db_table)
+    apps = quote(PlatformApp._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT MAX(updated_at) FROM {entries}),"  # noqa: S608 (names, no input)
+            f" (SELECT MAX(updated_at) FROM {systems}),"
+            f" (SELECT COUNT(*) FROM {systems} WHERE enabled = %s),"
+            f" (SELECT MAX(updated_at) FROM {apps}),"
+            f" (SELECT COUNT(*) FROM {apps} WHERE enabled = %s)",
+            [True, True],
+        )
+        row = cursor.fetchone()
+    return tuple(row) if row else ()
 
 
 def _build(version: tuple[Any, ...]) -> DirectoryIndex:
@@ -107,6 +125,9 @@ def _build(version: tuple[Any, ...]) -> DirectoryIndex:
             Item(str(pk), "registered", str(pk), " ".join(tokens(name)), "", "", ""),
             [(name, NAME_WEIGHT)],
         )
+    index.sources = frozenset(
+        PlatformApp.objects.filter(enabled=True).values_list("source", flat=True)
+    )
     index.postings = {token: list(hits.items()) for token, hits in postings.items()}
     index.vocab = sorted(index.postings)
     return index
@@ -117,15 +138,22 @@ _current: DirectoryIndex | None = None
 
 
 def directory_index() -> DirectoryIndex:
-    """This process's index, rebuilt if the directory changed since it was built."""
+    """This process's index; at most every `FHIRLINK_DIRECTORY_INDEX_CHECK_SECONDS` it checks
+    whether the directory changed (one query), and rebuilds if so."""
     global _current
-    version = _version()
     index = _current
+    now = time.monotonic()
+    every = float(getattr(settings, "FHIRLINK_DIRECTORY_INDEX_CHECK_SECONDS", 2.0))
+    if index is not None and now - index.checked_at < every:
+        return index
+    version = _version()
     if index is not None and index.version == version:
+        index.checked_at = now
         return index
     with _lock:
         if _current is None or _current.version != version:
             _current = _build(version)
+        _current.checked_at = now
         return _current
 
 

@@ -37,3 +37,5 @@ if not env.str("REDIS_URL", default=None):
         }
     }
 LOG_LEVEL = "WARNING"
+# The directory search index sees every change at once (tests change it between requests).
+FHIRLINK_DIRECTORY_INDEX_CHECK_SECONDS = 0.0
