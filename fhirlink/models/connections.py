@@ -152,7 +152,9 @@ class LaunchAttempt(models.Model):
     verifier_blob = models.BinaryField(null=True, blank=True)
     issuer = models.CharField(max_length=500, blank=True)
     aud = models.URLField(max_length=500)
+    authorize_endpoint = models.URLField(max_length=500, blank=True)
     token_endpoint = models.URLField(max_length=500)
+    redirect_uri = models.URLField(max_length=500, blank=True)
     requested_scopes = models.TextField()
     return_uri = models.CharField(max_length=500)
     expires_at = models.DateTimeField()
@@ -166,5 +168,3 @@ class LaunchAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"launch attempt {str(self.id)[:8]}"
-    authorize_endpoint = models.URLField(max_length=500, blank=True)
-    redirect_uri = models.URLField(max_length=500, blank=True)
