@@ -9,7 +9,8 @@ permissions a role or a user is given, only a superuser
 - changes privilege fields (superuser, staff, groups, permissions), adds or deletes users, and
   changes or deletes a superuser;
 - adds, changes or deletes groups (the roles' permission sets);
-- sees, enrols, replaces or deletes second factors (TOTP and static devices).
+- sees, enrols, replaces or deletes second factors (TOTP and static devices);
+- lets an OAuth application skip the patient's approval page (`skip_authorization`).
 
 No page shows a secret: the password only through Django's masked widget (and not at all to
 non-superusers), no TOTP seed anywhere (`OTP_ADMIN_HIDE_SENSITIVE_DATA`: django-otp's key and QR
@@ -35,6 +36,8 @@ from django_otp.plugins.otp_static.admin import StaticDeviceAdmin as OtpStaticDe
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as OtpTOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from oauth2_provider.admin import ApplicationAdmin as DotApplicationAdmin
+from oauth2_provider.models import get_application_model
 
 from patientportal.accesslog.logged import AccessLoggedAdminMixin
 from patientportal.careteams import admin_actions as careteam_actions
@@ -251,7 +254,24 @@ class StaticDeviceAdmin(SuperuserOnlyAdminMixin, OtpStaticDeviceAdmin):
     never shown (OTP_ADMIN_HIDE_SENSITIVE_DATA hides the inline)."""
 
 
+# --- OAuth applications ---------------------------------------------------------------------------
+
+
+class ApplicationAdmin(DotApplicationAdmin):
+    """Operators register the apps; only a superuser lets one skip the patient's approval page
+    (an app that skips it is handed a patient's code by any link the patient follows)."""
+
+    serves_patient_data = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if not _is_superuser(request):
+            fields += ("skip_authorization",)
+        return fields
+
+
 for _model, _model_admin in (
+    (get_application_model(), ApplicationAdmin),
     (Group, GroupAdmin),
     (TOTPDevice, TOTPDeviceAdmin),
     (StaticDevice, StaticDeviceAdmin),

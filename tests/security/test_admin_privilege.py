@@ -564,6 +564,47 @@ def test_no_role_holds_a_permission_that_changes_identity_or_privilege(cast):
         assert held & roles.SUPERUSER_ONLY_PERMISSIONS == set(), role
 
 
+def _form_data(form: Any) -> dict[str, Any]:
+    """What a browser would post back for an unchanged admin form."""
+    data: dict[str, Any] = {}
+    for name, field in form.fields.items():
+        value = form[name].value()
+        if value is None or field.disabled:
+            continue
+        if isinstance(value, bool):
+            if value:
+                data[name] = "on"
+            continue
+        data[name] = value
+    return data
+
+
+def test_operator_cannot_let_an_app_skip_the_patients_approval(cast, mobile_app):
+    """An operator edits the mobile app's registration to skip the approval page, so that any
+    link a signed-in patient follows hands a code over without asking: the flag is read-only to
+    non-superusers (the rest of the registration stays the operator's job).
+    OWASP ASVS 5.0 8.2.3, 10.x (OAuth authorization server); HIPAA 164.312(a)(1)."""
+    client = as_role(cast, OPERATOR)
+    url = reverse("admin:oauth2_provider_application_change", args=[mobile_app.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    assert "skip_authorization" not in form.fields
+    data = _form_data(form)
+    response = client.post(url, {**data, "name": "Renamed", "skip_authorization": "on"})
+    assert response.status_code == 302
+    mobile_app.refresh_from_db()
+    assert (mobile_app.name, mobile_app.skip_authorization) == ("Renamed", False)
+    # A superuser may (positive control).
+    root = as_role(cast, SUPERUSER)
+    superuser_form = root.get(url).context["adminform"].form
+    assert "skip_authorization" in superuser_form.fields
+    posted = root.post(url, {**_form_data(superuser_form), "skip_authorization": "on"})
+    assert posted.status_code == 302
+    mobile_app.refresh_from_db()
+    assert mobile_app.skip_authorization is True
+
+
 # --- Second factors -----------------------------------------------------------------------------
 
 
