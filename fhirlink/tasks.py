@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from fhirlink import http
@@ -52,18 +53,27 @@ def refresh_connection(connection_id: str, force: bool = False) -> str:
         return "terminal_error"
 
 
-@shared_task(name="fhirlink.keep_grants_alive", soft_time_limit=300, time_limit=360)
-def keep_grants_alive() -> int:
-    """Refresh connections whose grant has been idle long enough that Cerner may drop it."""
-    cutoff = timezone.now() - timedelta(days=settings.FHIRLINK_GRANT_KEEPALIVE_DAYS)
+@shared_task(name="fhirlink.grants_check", soft_time_limit=300, time_limit=360)
+def grants_check() -> int:
+    """Enqueue a forced refresh of every usable connection whose grant was last exercised more
+    than FHIRLINK_GRANT_CHECK_MINUTES ago, spread over one beat tick. A revoked grant answers
+    invalid_grant (needs_reauth + the patient's nudge); a live one is kept from going idle."""
+    now = timezone.now()
+    cutoff = now - timedelta(minutes=settings.FHIRLINK_GRANT_CHECK_MINUTES)
     ids = list(
         Connection.objects.filter(
             status__in=[ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING],
-            grant_last_used_at__lt=cutoff,
-        ).values_list("pk", flat=True)[:1000]
+            refresh_token_blob__isnull=False,
+        )
+        .filter(Q(last_refresh_attempt_at__isnull=True) | Q(last_refresh_attempt_at__lt=cutoff))
+        .order_by(F("last_refresh_attempt_at").asc(nulls_first=True))
+        .values_list("pk", flat=True)[: settings.FHIRLINK_GRANT_CHECK_BATCH]
     )
-    for connection_id in ids:
-        refresh_connection.delay(str(connection_id), True)
+    spread = max(1, settings.FHIRLINK_GRANT_CHECK_TICK_MINUTES * 60 - 30)
+    for index, connection_id in enumerate(ids):
+        refresh_connection.apply_async(
+            args=[str(connection_id), True], countdown=index * spread // max(1, len(ids))
+        )
     return len(ids)
 
 

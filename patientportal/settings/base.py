@@ -487,11 +487,17 @@ FHIRLINK_REFRESH_MARGIN_SECONDS = env.int("FHIRLINK_REFRESH_MARGIN_SECONDS", def
 FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS = env.int("FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS", default=60)
 FHIRLINK_REFRESH_LEASE_SECONDS = env.int("FHIRLINK_REFRESH_LEASE_SECONDS", default=60)
 FHIRLINK_REFRESH_WAIT_SECONDS = env.int("FHIRLINK_REFRESH_WAIT_SECONDS", default=15)
-# Cerner drops offline grants unused for 3 months: refresh grants idle for this many days.
-FHIRLINK_GRANT_KEEPALIVE_DAYS = env.int("FHIRLINK_GRANT_KEEPALIVE_DAYS", default=60)
-CELERY_BEAT_SCHEDULE["fhirlink-keep-grants-alive"] = {
-    "task": "fhirlink.keep_grants_alive",
-    "schedule": timedelta(hours=6),
+# Grants that last: every connection holding a refresh token is refreshed at least this often
+# (minutes). The refresh is the check: a grant the patient revoked at the health system answers
+# invalid_grant, so the connection is marked needs_reauth and the patient nudged within this
+# interval plus one tick; and an inactive patient's offline grant never sits unused long enough
+# for Cerner to drop it (about three months). One token request per connection per interval.
+FHIRLINK_GRANT_CHECK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_MINUTES", default=55)
+FHIRLINK_GRANT_CHECK_TICK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_TICK_MINUTES", default=5)
+FHIRLINK_GRANT_CHECK_BATCH = env.int("FHIRLINK_GRANT_CHECK_BATCH", default=5000)
+CELERY_BEAT_SCHEDULE["fhirlink-grants-check"] = {
+    "task": "fhirlink.grants_check",
+    "schedule": timedelta(minutes=FHIRLINK_GRANT_CHECK_TICK_MINUTES),
 }
 CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
     "task": "fhirlink.launch_attempts_purge",

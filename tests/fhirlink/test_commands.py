@@ -136,20 +136,10 @@ def test_periodic_tasks(consenting_patient, connect, ehr):
 
     from django.utils import timezone
 
-    from fhirlink.models import Connection, LaunchAttempt
-    from fhirlink.tasks import keep_grants_alive, launch_attempts_purge
-    from tests.fhirlink.conftest import connection_of
+    from fhirlink.models import LaunchAttempt
+    from fhirlink.tasks import launch_attempts_purge
 
-    connection = connection_of(connect(consenting_patient))
-    assert keep_grants_alive.apply().get() == 0
-    Connection.objects.filter(pk=connection.pk).update(
-        grant_last_used_at=timezone.now() - timedelta(days=61)
-    )
-    from unittest import mock
-
-    with mock.patch("fhirlink.tasks.refresh_connection.delay") as delay:
-        assert keep_grants_alive.apply().get() == 1
-    delay.assert_called_once_with(str(connection.pk), True)
+    connect(consenting_patient)
     assert launch_attempts_purge.apply().get() == 0
     LaunchAttempt.objects.update(expires_at=timezone.now() - timedelta(days=2))
     assert launch_attempts_purge.apply().get() == 1
