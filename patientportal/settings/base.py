@@ -487,17 +487,11 @@ FHIRLINK_REFRESH_MARGIN_SECONDS = env.int("FHIRLINK_REFRESH_MARGIN_SECONDS", def
 FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS = env.int("FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS", default=60)
 FHIRLINK_REFRESH_LEASE_SECONDS = env.int("FHIRLINK_REFRESH_LEASE_SECONDS", default=60)
 FHIRLINK_REFRESH_WAIT_SECONDS = env.int("FHIRLINK_REFRESH_WAIT_SECONDS", default=15)
-# Grants that last: every connection holding a refresh token is refreshed at least this often
-# (minutes). The refresh is the check: a grant the patient revoked at the health system answers
-# invalid_grant, so the connection is marked needs_reauth and the patient nudged within this
-# interval plus one tick; and an inactive patient's offline grant never sits unused long enough
-# for Cerner to drop it (about three months). One token request per connection per interval.
-FHIRLINK_GRANT_CHECK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_MINUTES", default=55)
-FHIRLINK_GRANT_CHECK_TICK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_TICK_MINUTES", default=5)
-FHIRLINK_GRANT_CHECK_BATCH = env.int("FHIRLINK_GRANT_CHECK_BATCH", default=5000)
-CELERY_BEAT_SCHEDULE["fhirlink-grants-check"] = {
-    "task": "fhirlink.grants_check",
-    "schedule": timedelta(minutes=FHIRLINK_GRANT_CHECK_TICK_MINUTES),
+# Cerner drops offline grants unused for 3 months: refresh grants idle for this many days.
+FHIRLINK_GRANT_KEEPALIVE_DAYS = env.int("FHIRLINK_GRANT_KEEPALIVE_DAYS", default=60)
+CELERY_BEAT_SCHEDULE["fhirlink-keep-grants-alive"] = {
+    "task": "fhirlink.keep_grants_alive",
+    "schedule": timedelta(hours=6),
 }
 CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
     "task": "fhirlink.launch_attempts_purge",
@@ -509,6 +503,12 @@ ACCOUNT_DELETION_REQUEST_HANDLERS.append("fhirlink.tasks.on_account_deletion_req
 # many requests in flight and this many per second (cache-based; Redis in production).
 FHIRLINK_SYNC_CONCURRENCY = env.int("FHIRLINK_SYNC_CONCURRENCY", default=4)
 FHIRLINK_SYNC_RATE_PER_SECOND = env.int("FHIRLINK_SYNC_RATE_PER_SECOND", default=50)
+# Where those two limits are kept (fhirlink.ehr.limiter): Redis in production; in the embedded
+# default (no Redis), memory, so they hold per worker process.
+FHIRLINK_SYNC_LIMITER_URL = env.str("FHIRLINK_SYNC_LIMITER_URL", default=REDIS_URL or "memory://")
+# One sync step (one page or one extra, its store included) takes seconds; these bound a stuck one.
+FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT", default=120)
+FHIRLINK_SYNC_STEP_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_TIME_LIMIT", default=150)
 # Retries of one request (429/5xx/timeouts): exponential backoff with jitter, Retry-After wins.
 FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
     "FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST", default=6
