@@ -5,8 +5,12 @@ workers x threads requests at once; every thread may hold one PostgreSQL connect
 (CONN_MAX_AGE), which is what to budget against max_connections (or a pgbouncer).
 """
 
+import json
 import multiprocessing
 import os
+import uuid
+
+import gunicorn.util
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8)))
@@ -29,6 +33,9 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}
 # Only these peers may set X-Forwarded-Proto for gunicorn itself (Django trusts the header via
 # SECURE_PROXY_SSL_HEADER; gunicorn is never published beyond the front end's network).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Request line (method, path and query) and header limits: past them gunicorn answers itself,
+# before Django, with 414 (line) or 431 (a header too long, or too many), in the API's error
+# shape (_write_json_error below). The TLS front end's limits are the same or lower.
 limit_request_line = 8190
 limit_request_field_size = 8190
 limit_request_fields = 100
@@ -79,3 +86,42 @@ def post_worker_init(worker: object) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+# --- gunicorn's own error responses, in the API's error shape -------------------------------------
+# gunicorn answers a request it cannot parse (a request line or headers over the limits above, a
+# malformed request line) before the application sees it, with an HTML page that echoes the
+# offending input. It has no setting for that body, so its one writer of it is replaced here
+# (the config file runs in the master, before the workers fork): JSON like every other error,
+# a stable code per status, nothing echoed, never cached.
+_ERROR_CODES = {
+    400: ("bad_request", "Bad request."),
+    403: ("permission_denied", "Permission denied."),
+    414: ("uri_too_long", "The request line (path and query string) is too long."),
+    417: ("expectation_failed", "The expectation in the Expect header cannot be met."),
+    431: ("headers_too_large", "The request headers are too large."),
+    500: ("server_error", "An unexpected error occurred."),
+    501: ("not_implemented", "The request uses a transfer coding this server does not support."),
+}
+
+
+def _write_json_error(sock: object, status_int: int, reason: str, mesg: str) -> None:
+    code, message = _ERROR_CODES.get(status_int, ("bad_request", "Bad request."))
+    request_id = uuid.uuid4().hex
+    body = json.dumps(
+        {"code": code, "message": message, "status": status_int, "request_id": request_id},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        "Cache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"X-Request-ID: {request_id}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    gunicorn.util.write_nonblock(sock, head + body)
+
+
+gunicorn.util.write_error = _write_json_error

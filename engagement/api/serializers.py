@@ -9,9 +9,11 @@ from rest_framework import serializers
 
 from engagement import scheduling, templating
 from engagement.models import Delivery, Device
+from patientportal.core.api.fields import LocalTimeField, StrictJSONTypesMixin, TimeZoneField
+from patientportal.core.api.schema import one_of_required, together_or_neither
 
 
-class DeviceRegisterSerializer(serializers.Serializer[Any]):
+class DeviceRegisterSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
     platform = serializers.ChoiceField(choices=Device.Platform.choices)
     token = serializers.CharField(min_length=8, max_length=4096, trim_whitespace=True)
 
@@ -50,7 +52,8 @@ class ReminderSerializer(serializers.Serializer[Any]):
         return templating.render(obj.campaign.template.body, self._placeholders(obj))
 
 
-class SnoozeSerializer(serializers.Serializer[Any]):
+@one_of_required("minutes", "until")
+class SnoozeSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
     minutes = serializers.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False)
     until = serializers.DateTimeField(required=False)
 
@@ -60,13 +63,14 @@ class SnoozeSerializer(serializers.Serializer[Any]):
         return attrs
 
 
-class PreferencesSerializer(serializers.Serializer[Any]):
-    time_zone = serializers.CharField(max_length=64, required=False)
+@together_or_neither("quiet_start", "quiet_end")
+class PreferencesSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
+    time_zone = TimeZoneField(required=False)
     push = serializers.BooleanField(required=False)
     email = serializers.BooleanField(required=False)
     inbox = serializers.BooleanField(required=False)
-    quiet_start = serializers.TimeField(required=False, allow_null=True)
-    quiet_end = serializers.TimeField(required=False, allow_null=True)
+    quiet_start = LocalTimeField(required=False, allow_null=True)
+    quiet_end = LocalTimeField(required=False, allow_null=True)
     opted_out = serializers.BooleanField(required=False)
 
     def validate_time_zone(self, value: str) -> str:

@@ -176,14 +176,17 @@ def reminder_snooze(
 ) -> Delivery:
     """Hides a reminder from the inbox until a time (at most 7 days ahead)."""
     now = timezone.now()
-    if until is None:
-        if minutes is None:
-            raise InvalidSchedule("Give `until` or `minutes`.", code="invalid_snooze")
-        until = now + timedelta(minutes=minutes)
-    if until <= now or until > now + MAX_SNOOZE:
-        raise InvalidSchedule("Snooze to a time within the next 7 days.", code="invalid_snooze")
     with transaction.atomic():
+        # Another patient's or a missing reminder is a 404 whatever the body says.
         item = _inbox_item(patient=patient, delivery_id=delivery_id)
+        if until is None:
+            if minutes is None:
+                raise InvalidSchedule("Give `until` or `minutes`.", code="invalid_snooze")
+            until = now + timedelta(minutes=minutes)
+        if until <= now or until > now + MAX_SNOOZE:
+            raise InvalidSchedule(
+                "Snooze to a time within the next 7 days.", code="invalid_snooze"
+            )
         if item.status == DeliveryStatus.ACKNOWLEDGED:
             raise InvalidSchedule(
                 "An acknowledged reminder cannot be snoozed.", code="invalid_snooze"

@@ -669,7 +669,10 @@ class ExportDownloadView(RecordsBase):
         parameters=[OpenApiParameter("export_id", str, OpenApiParameter.PATH)],
         responses={
             (200, "application/fhir+json"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="Bundle, or NDJSON (application/fhir+ndjson)."
+                OpenApiTypes.BINARY, description="A collection Bundle (format `bundle`)."
+            ),
+            (200, "application/fhir+ndjson"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="One resource per line (format `ndjson`)."
             ),
             **ERRORS,
             **NOT_FOUND,

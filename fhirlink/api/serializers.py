@@ -11,9 +11,12 @@ from fhirlink import hooks
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem
 
 
+from patientportal.core.api.fields import BlankAsNullURLField, StrictJSONTypesMixin
 class HealthSystemSerializer(serializers.ModelSerializer[HealthSystem]):
     class Meta:
         model = HealthSystem
+    logo_url = BlankAsNullURLField()
+
         fields = ["id", "name", "logo_url"]
         read_only_fields = fields
 
@@ -53,7 +56,7 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
         return hooks.sync_progress(connection=obj)
 
 
-class ConnectionStartSerializer(serializers.Serializer[Any]):
+class ConnectionStartSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
     health_system = serializers.UUIDField()
     connection = serializers.UUIDField(
         required=False, help_text="Reconnect this existing connection (optional)."

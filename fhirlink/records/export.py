@@ -210,7 +210,10 @@ def export_download(*, patient: Any, export_id: str) -> tuple[bytes, str, str]:
         raise ExportGone()
     state["status"] = "downloaded"
     cache.set(_state_key(export_id), state, export_ttl())
-    cipher = vault.patient_cipher(patient_id=patient.pk, create=False)
-    body = cipher.decrypt(blob, aad=_aad(export_id, patient.pk))
+    try:
+        cipher = vault.patient_cipher(patient_id=patient.pk, create=False)
+        body = cipher.decrypt(blob, aad=_aad(export_id, patient.pk))
+    except vault.VaultError:  # the data was purged (key destroyed) since the export was built
+        raise ExportGone() from None
     ext = "ndjson" if state["format"] == "ndjson" else "json"
     return body, FORMATS[state["format"]], f"records-export.{ext}"

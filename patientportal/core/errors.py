@@ -236,6 +236,11 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(("/api/", "/o/"))
 
 
+def error_response(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
+    """An error outside DRF: JSON in the shared shape on the API and OAuth paths, else text."""
+    return _plain_error(request, status, code, message)
+
+
 def _plain_error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
     if _is_api(request):
         return JsonResponse(
@@ -245,6 +250,12 @@ def _plain_error(request: HttpRequest, status: int, code: str, message: str) -> 
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        # A body over DATA_UPLOAD_MAX_MEMORY_SIZE read outside a DRF view (or without a
+        # Content-Length, which RequestLimitsMiddleware checks first) is a 413, not a 400.
+        return _plain_error(
+            request, 413, PayloadTooLarge.default_code, PayloadTooLarge.default_message
+        )
     return _plain_error(request, 400, "bad_request", "Bad request.")
 
 

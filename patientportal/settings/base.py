@@ -64,6 +64,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "patientportal.core.middleware.RequestIdMiddleware",
+    # Static files (WhiteNoise, above) keep their caching; everything rendered below is no-store.
+    "patientportal.core.middleware.NoStoreMiddleware",
+    "patientportal.core.middleware.RequestLimitsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -279,6 +283,15 @@ OAUTH2_PROVIDER: dict[str, Any] = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
     # Store only a SHA-256 checksum of this server's access and refresh tokens.
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    # RFC 8414 metadata (/.well-known/oauth-authorization-server) advertises only what works:
+    # the code flow with PKCE and refresh. No client_credentials, device code or implicit.
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+    ],
 }
 
 # --- REST API ----------------------------------------------------------------------------------
@@ -290,7 +303,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["patientportal.core.api.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["patientportal.core.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "patientportal.core.api.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": [
@@ -360,6 +373,31 @@ USE_TZ = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every response: scripts only from this origin's files,
+# never inline (the pages, the admin, the /demo/ client and Swagger UI load theirs from /static/
+# or a URL of their own). Inline styles stay allowed (Swagger UI and the admin set style
+# attributes); they cannot run code. Forms may post here and, after the OAuth approval, send the
+# browser on to the app's redirect URI (https or the app's own scheme) or, in dev, to the
+# sandbox's or this origin's callback.
+CONTENT_SECURITY_POLICY: dict[str, Any] = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": [
+            "'self'",
+            "https:",
+            *(f"{scheme}:" for scheme in MOBILE_REDIRECT_SCHEMES),
+            PUBLIC_BASE_URL,
+        ],
+    }
+}
 
 # --- Logging -------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -487,11 +525,17 @@ FHIRLINK_REFRESH_MARGIN_SECONDS = env.int("FHIRLINK_REFRESH_MARGIN_SECONDS", def
 FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS = env.int("FHIRLINK_REFRESH_MIN_INTERVAL_SECONDS", default=60)
 FHIRLINK_REFRESH_LEASE_SECONDS = env.int("FHIRLINK_REFRESH_LEASE_SECONDS", default=60)
 FHIRLINK_REFRESH_WAIT_SECONDS = env.int("FHIRLINK_REFRESH_WAIT_SECONDS", default=15)
-# Cerner drops offline grants unused for 3 months: refresh grants idle for this many days.
-FHIRLINK_GRANT_KEEPALIVE_DAYS = env.int("FHIRLINK_GRANT_KEEPALIVE_DAYS", default=60)
-CELERY_BEAT_SCHEDULE["fhirlink-keep-grants-alive"] = {
-    "task": "fhirlink.keep_grants_alive",
-    "schedule": timedelta(hours=6),
+# Grants that last: every connection holding a refresh token is refreshed at least this often
+# (minutes). The refresh is the check: a grant the patient revoked at the health system answers
+# invalid_grant, so the connection is marked needs_reauth and the patient nudged within this
+# interval plus one tick; and an inactive patient's offline grant never sits unused long enough
+# for Cerner to drop it (about three months). One token request per connection per interval.
+FHIRLINK_GRANT_CHECK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_MINUTES", default=55)
+FHIRLINK_GRANT_CHECK_TICK_MINUTES = env.int("FHIRLINK_GRANT_CHECK_TICK_MINUTES", default=5)
+FHIRLINK_GRANT_CHECK_BATCH = env.int("FHIRLINK_GRANT_CHECK_BATCH", default=5000)
+CELERY_BEAT_SCHEDULE["fhirlink-grants-check"] = {
+    "task": "fhirlink.grants_check",
+    "schedule": timedelta(minutes=FHIRLINK_GRANT_CHECK_TICK_MINUTES),
 }
 CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
     "task": "fhirlink.launch_attempts_purge",
@@ -503,12 +547,6 @@ ACCOUNT_DELETION_REQUEST_HANDLERS.append("fhirlink.tasks.on_account_deletion_req
 # many requests in flight and this many per second (cache-based; Redis in production).
 FHIRLINK_SYNC_CONCURRENCY = env.int("FHIRLINK_SYNC_CONCURRENCY", default=4)
 FHIRLINK_SYNC_RATE_PER_SECOND = env.int("FHIRLINK_SYNC_RATE_PER_SECOND", default=50)
-# Where those two limits are kept (fhirlink.ehr.limiter): Redis in production; in the embedded
-# default (no Redis), memory, so they hold per worker process.
-FHIRLINK_SYNC_LIMITER_URL = env.str("FHIRLINK_SYNC_LIMITER_URL", default=REDIS_URL or "memory://")
-# One sync step (one page or one extra, its store included) takes seconds; these bound a stuck one.
-FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT", default=120)
-FHIRLINK_SYNC_STEP_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_TIME_LIMIT", default=150)
 # Retries of one request (429/5xx/timeouts): exponential backoff with jitter, Retry-After wins.
 FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
     "FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST", default=6

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
@@ -28,9 +29,12 @@ class AccessEventPagination(CursorPagination):
 
 def _datetime_param(request: Request, name: str) -> Any:
     raw = request.query_params.get(name)
-    if not raw:
+    if not raw:  # absent or empty (the schema's allowEmptyValue): no bound
         return None
-    value = parse_datetime(raw)
+    try:
+        value = parse_datetime(raw)
+    except ValueError:  # well-formed but impossible: 2024-02-30, 25:61
+        value = None
     if value is None:
         raise ValidationError({name: ["Use an ISO 8601 date-time."]}, code="invalid")
     return value
@@ -72,8 +76,8 @@ class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEven
         parameters=[
             OpenApiParameter("action", str, enum=AccessAction.values),
             OpenApiParameter("actor_kind", str, enum=ActorKind.values),
-            OpenApiParameter("since", str, description="ISO 8601"),
-            OpenApiParameter("until", str, description="ISO 8601, exclusive"),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601, exclusive"),
         ],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

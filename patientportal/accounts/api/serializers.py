@@ -6,6 +6,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from patientportal.core.api.fields import StrictJSONTypesMixin, TimeZoneField
+from patientportal.core.api.schema import request_schema_extra
+
 from ..models import AccountDeletionRequest, Patient
 from ..services import time_zone_is_valid
 
@@ -22,13 +25,14 @@ class MeSerializer(serializers.Serializer[Patient]):
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class MeUpdateSerializer(serializers.Serializer[Any]):
+@request_schema_extra(minProperties=1, additionalProperties=False)
+class MeUpdateSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
     """Fields a patient may change. The e-mail address cannot be changed here."""
 
     given_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     family_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
-    time_zone = serializers.CharField(
-        max_length=64, required=False, help_text='IANA time zone name, e.g. "Europe/London".'
+    time_zone = TimeZoneField(
+        required=False, help_text='IANA time zone name, e.g. "Europe/London".'
     )
 
     def validate_time_zone(self, value: str) -> str:

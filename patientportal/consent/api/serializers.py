@@ -6,6 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from patientportal.core.api.fields import StrictJSONTypesMixin
+
 from ..models import ConsentAction, ConsentDocument, ConsentRecord, ConsentStatus, Purpose
 
 
@@ -36,7 +38,7 @@ class ConsentStateSerializer(serializers.Serializer[Any]):
     document = ConsentDocumentSerializer()
 
 
-class ConsentGrantSerializer(serializers.Serializer[dict[str, object]]):
+class ConsentGrantSerializer(StrictJSONTypesMixin, serializers.Serializer[dict[str, object]]):
     version = serializers.IntegerField(
         min_value=1, help_text="The version of the document the patient read and accepted."
     )

@@ -1,8 +1,55 @@
-"""drf-spectacular hooks: the shared error schema on every operation."""
+"""drf-spectacular hooks: the shared error schema on every operation, and the constraints a
+serializer's `validate` enforces that drf-spectacular cannot read (`one_of_required`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_S = TypeVar("_S")
+
+# Request serializer name (without "Serializer") -> schema keywords its `validate` enforces.
+_REQUEST_EXTRA: dict[str, dict[str, Any]] = {}
+
+
+def request_schema_extra(**keywords: Any) -> Callable[[type[_S]], type[_S]]:
+    """Class decorator for a request serializer whose `validate` checks more than its fields
+    (which fields go together, at least one field): the same rule as schema keywords on its
+    request components (`XRequest`, `PatchedXRequest`), so a client is never surprised by a 400
+    its schema allowed."""
+
+    def register(serializer: type[_S]) -> type[_S]:
+        _REQUEST_EXTRA[serializer.__name__.removesuffix("Serializer")] = keywords
+        return serializer
+
+    return register
+
+
+def one_of_required(*names: str) -> Callable[[type[_S]], type[_S]]:
+    """Exactly one of `names` must be given."""
+    return request_schema_extra(oneOf=[{"required": [name]} for name in names])
+
+
+def together_or_neither(first: str, second: str) -> Callable[[type[_S]], type[_S]]:
+    """Both or neither of two nullable fields, and both null or both set."""
+    given = {"anyOf": [{"required": [first]}, {"required": [second]}]}
+    return request_schema_extra(
+        anyOf=[
+            {"not": given},
+            {
+                "required": [first, second],
+                "properties": {first: {"type": "string"}, second: {"type": "string"}},
+            },
+            {
+                "required": [first, second],
+                "properties": {
+                    first: {"not": {"type": "string"}},
+                    second: {"not": {"type": "string"}},
+                },
+            },
+        ]
+    )
+
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -39,14 +86,25 @@ _COMMON = {
 def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR_SCHEMA
+    for name, keywords in _REQUEST_EXTRA.items():
+        for component in (f"{name}Request", f"Patched{name}Request"):
+            if component in components:
+                components[component].update(keywords)
     ref = {"$ref": "#/components/schemas/Error"}
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            # An optional query parameter sent empty (`?status=`) is read as not sent, by DRF
+            # (QueryDict input), django-filter and the views alike: say so (OpenAPI 3.0).
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and not parameter.get("required"):
+                    parameter.setdefault("allowEmptyValue", True)
+            responses = operation["responses"]
             for status, description in _COMMON.items():
-                operation["responses"].setdefault(
-                    status,
-                    {"description": description, "content": {"application/json": {"schema": ref}}},
-                )
+                responses.setdefault(status, {"description": description})
+            # Every error answers in the one shape, documented or not by the view.
+            for status, response in responses.items():
+                if str(status)[:1] in ("4", "5") and not response.get("content"):
+                    response["content"] = {"application/json": {"schema": ref}}
     return result
