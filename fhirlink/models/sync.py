@@ -55,6 +55,11 @@ class SyncRun(models.Model):
     counts = models.JSONField(default=dict, blank=True)  # {type: {fetched, created, ...}}
     errors = models.JSONField(default=list, blank=True)  # [{type, code}] codes only, no PHI
     references = models.JSONField(default=list, blank=True)  # ["Practitioner/1", ...] to fetch
+    # References the previous run could not fetch, asked for again once the streams are stored
+    # (unless a page names them first); and the extra steps (references, attachments) enqueued
+    # and not done yet: the run finishes when no stream is pending and this is zero.
+    references_pending = models.JSONField(default=list, blank=True)
+    extras_pending = models.PositiveIntegerField(default=0)
     # What the run did not read because the patient did not grant it (not an error: the run
     # can still succeed): [{type, reason: "not_granted", references: n}].
     skipped = models.JSONField(default=list, blank=True)
@@ -108,6 +113,9 @@ class SyncStream(models.Model):
     bytes = models.PositiveBigIntegerField(default=0)
     error = models.CharField(max_length=64, blank=True)
     watermark_candidate = models.DateTimeField(null=True, blank=True)
+    # When the stream last moved (planned, or a page stored): a pending stream that has not
+    # moved for a lease is stuck (its step message was lost) and its run is taken over.
+    stepped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

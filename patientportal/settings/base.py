@@ -547,6 +547,12 @@ ACCOUNT_DELETION_REQUEST_HANDLERS.append("fhirlink.tasks.on_account_deletion_req
 # many requests in flight and this many per second (cache-based; Redis in production).
 FHIRLINK_SYNC_CONCURRENCY = env.int("FHIRLINK_SYNC_CONCURRENCY", default=4)
 FHIRLINK_SYNC_RATE_PER_SECOND = env.int("FHIRLINK_SYNC_RATE_PER_SECOND", default=50)
+# Where those two limits are kept (fhirlink.ehr.limiter): Redis in production; in the embedded
+# default (no Redis), memory, so they hold per worker process.
+FHIRLINK_SYNC_LIMITER_URL = env.str("FHIRLINK_SYNC_LIMITER_URL", default=REDIS_URL or "memory://")
+# One sync step (one page or one extra, its store included) takes seconds; these bound a stuck one.
+FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_SOFT_TIME_LIMIT", default=120)
+FHIRLINK_SYNC_STEP_TIME_LIMIT = env.int("FHIRLINK_SYNC_STEP_TIME_LIMIT", default=150)
 # Retries of one request (429/5xx/timeouts): exponential backoff with jitter, Retry-After wins.
 FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
     "FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST", default=6
