@@ -165,4 +165,5 @@ class ConnectionAdmin(AccessLoggedAdminMixin, admin.ModelAdmin[Connection]):
 
 
 import fhirlink.admin_chart  # noqa: E402  (the patient chart page)
+import fhirlink.admin_directory  # noqa: E402  (the health-system directory)
 import fhirlink.admin_sync  # noqa: E402, F401  (the sync engine's admin)

@@ -59,3 +59,68 @@ def seed(stdout: Any) -> None:
     stdout.write(
         f"{'Registered' if created else 'Updated'} health system {health_system.slug} -> {base}\n"
     )
+    seed_directory(stdout)
+
+
+# The demo's directory (issue #22): a few connectable sandbox tenants among Oracle's real (not
+# connectable from here) entries. Same name, two towns: patients tell them apart by city.
+DIRECTORY_SOURCE = "sandbox"
+DIRECTORY_TENANTS = [
+    ("5c1e7d0a-3b8f-4e8e-9a51-d1a0c0de0001", "Sandbox Community Hospital", "Kansas City", "64108"),
+    ("5c1e7d0a-3b8f-4e8e-9a51-d1a0c0de0002", "Sandbox Community Hospital", "Liberty", "64068"),
+]
+
+
+def seed_directory(stdout: Any) -> None:
+    """Sandbox tenants as directory entries, one platform app (the demo client) for them all."""
+    import json
+
+    from fhirlink.directory.importer import directory_import
+    from fhirlink.directory.platform import platform_app_save
+    from fhirlink.models import PlatformApp
+    from fhirlink.services.registry import default_redirect_uri
+
+    entries: list[dict[str, Any]] = []
+    for tenant, name, city, zip_code in DIRECTORY_TENANTS:
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Organization",
+                    "id": f"O{tenant}",
+                    "name": name,
+                    "address": [{"city": city, "state": "MO", "postalCode": zip_code}],
+                    "endpoint": [{"reference": f"Endpoint/{tenant}"}],
+                }
+            }
+        )
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Endpoint",
+                    "id": tenant,
+                    "status": "active",
+                    "address": f"{settings.SANDBOX_BASE_URL}/r4/{tenant}",
+                }
+            }
+        )
+        call_command(
+            "sandbox_client_register",
+            "--client-id",
+            DEMO_CLIENT_ID,
+            "--redirect-uri",
+            default_redirect_uri(),
+            "--tenant",
+            tenant,
+            "--name",
+            "Patient Portal (demo)",
+            stdout=stdout,
+        )
+    bundle = json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
+    run = directory_import(raw=bundle.encode(), source=DIRECTORY_SOURCE, origin="demo")
+    app = PlatformApp.objects.filter(source=DIRECTORY_SOURCE).first() or PlatformApp(
+        source=DIRECTORY_SOURCE, name="Patient Portal (demo) on the sandbox"
+    )
+    app.client_id = DEMO_CLIENT_ID
+    app.resources = [*DEFAULT_RESOURCES, "Binary"]
+    platform_app_save(app=app)
+    stdout.write(f"Directory: {run.total} sandbox entries (added {run.added})\n")

@@ -90,3 +90,17 @@ class HealthSystemSearchPageSerializer(serializers.Serializer[Any]):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = HealthSystemSearchResultSerializer(many=True)
+
+
+class EhrStatusSerializer(serializers.Serializer[Any]):
+    """How the connection's health system is doing, from the endpoint health checks."""
+
+    state = serializers.ChoiceField(
+        choices=["up", "down", "unknown", "retired"],
+        help_text=(
+            "down: not answering its checks (syncing resumes by itself); retired: no longer "
+            "published (search for it again and reconnect)."
+        ),
+    )
+    since = serializers.DateTimeField(allow_null=True)
+    message = serializers.CharField(allow_null=True, help_text="A sentence to show the patient.")

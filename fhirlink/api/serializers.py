@@ -8,6 +8,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from fhirlink import hooks
+from fhirlink.api.directory_serializers import EhrStatusSerializer
+from fhirlink.directory.health import connection_ehr_status
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem
 
 
@@ -28,6 +30,9 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
     offline_access = serializers.SerializerMethodField(
         help_text="The health system granted a refresh token (syncing continues unattended)."
     )
+    ehr_status = serializers.SerializerMethodField(
+        help_text="Whether the health system is up, down or retired (endpoint health checks)."
+    )
 
     class Meta:
         model = Connection
@@ -45,6 +50,7 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
             "created_at",
             "offline_access",
             "sync",
+            "ehr_status",
         ]
         read_only_fields = fields
 
@@ -54,6 +60,10 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
     @extend_schema_field(serializers.DictField(allow_null=True))
     def get_sync(self, obj: Connection) -> dict[str, Any] | None:
         return hooks.sync_progress(connection=obj)
+
+    @extend_schema_field(EhrStatusSerializer)
+    def get_ehr_status(self, obj: Connection) -> dict[str, Any]:
+        return EhrStatusSerializer(connection_ehr_status(connection=obj)).data
 
 
 class ConnectionStartSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
