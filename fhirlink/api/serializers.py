@@ -11,14 +11,14 @@ from fhirlink import hooks
 from fhirlink.api.directory_serializers import EhrStatusSerializer
 from fhirlink.directory.health import connection_ehr_status
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem
-
-
 from patientportal.core.api.fields import BlankAsNullURLField, StrictJSONTypesMixin
+
+
 class HealthSystemSerializer(serializers.ModelSerializer[HealthSystem]):
-    class Meta:
-        model = HealthSystem
     logo_url = BlankAsNullURLField()
 
+    class Meta:
+        model = HealthSystem
         fields = ["id", "name", "logo_url"]
         read_only_fields = fields
 
