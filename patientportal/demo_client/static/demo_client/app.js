@@ -278,8 +278,18 @@
   }
 
   var healthSystems = [];
+  // Find your hospital: a search box over the directory (name, alias or town; typos forgiven).
   function loadHealthSystems() {
-    return api("GET", "health-systems").then(function (items) { healthSystems = items; renderHealthSystems(); });
+    var box = $("hs-search");
+    var query = box && box.value.trim() ? "?search=" + encodeURIComponent(box.value.trim()) : "";
+    return api("GET", "health-systems" + query).then(function (page) { healthSystems = page.results; renderHealthSystems(); });
+  }
+  var searchTimer = null;
+  if ($("hs-search")) {
+    $("hs-search").addEventListener("input", function () {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(loadHealthSystems, 250);
+    });
   }
 
   function renderHealthSystems() {
@@ -289,16 +299,17 @@
       list.appendChild(el("li", { "data-health-system": hs.id }, [
         el("div", { class: "row-head" }, [
           el("span", { class: "row-title", text: hs.name }),
-          el("button", {
+          hs.available ? el("button", {
             type: "button", class: "button small", text: "Connect",
-            "aria-label": "Connect " + hs.name,
+            "aria-label": "Connect " + hs.name + (hs.city ? ", " + hs.city : ""),
             onclick: function (event) { connect(hs, event.currentTarget); },
-          }),
+          }) : el("span", { class: "badge", text: hs.availability === "down" ? "Down" : "Not available here" }),
         ]),
+        hs.city ? el("p", { class: "muted", text: [hs.city, hs.state, hs.postal_code].filter(Boolean).join(", ") }) : null,
         canSync ? null : el("p", { class: "muted", text: "Agree to “Sync my health record” first." }),
       ]));
     });
-    if (!healthSystems.length) { list.appendChild(el("li", { class: "muted", text: "No health system is registered on this server." })); }
+    if (!healthSystems.length) { list.appendChild(el("li", { class: "muted", text: "No health system matches." })); }
   }
 
   function connect(hs, button) {
