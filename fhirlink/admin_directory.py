@@ -133,14 +133,14 @@ class EndpointChangeInline(admin.TabularInline[EndpointChange, EndpointHealth]):
     model = EndpointChange
     extra = 0
     can_delete = False
-    fields = readonly_fields = [
+    fields = readonly_fields = (
         "detected_at",
         "capability_date_before",
         "capability_date_after",
         "resources_added",
         "resources_removed",
         "endpoints_moved",
-    ]
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -74,8 +74,9 @@ def test_check_records_changes(connected: Connection, settings: Any) -> None:
         1,
         0,
     )
-    assert row.snapshot["resources"] == ["Goal", "Patient"]
+    assert (row.snapshot or {})["resources"] == ["Goal", "Patient"]
     assert row.next_check_at is not None
+    assert row.last_checked_at is not None
     assert row.next_check_at - row.last_checked_at == timedelta(
         minutes=settings.FHIRLINK_ENDPOINT_CHECK_MINUTES
     )
