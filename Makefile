@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WEB_PORT ?= 8000
 SANDBOX_PORT ?= 8001
+# The test run's results, which `manage.py security_review_pack` reads for its control matrix.
+JUNIT_XML ?= var/junit.xml
 export WEB_PORT SANDBOX_PORT
 
 .PHONY: demo test install install-dev migrate seed lint typecheck format clean bench
@@ -43,7 +45,8 @@ test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@mkdir -p $(dir $(JUNIT_XML))
+	$(BIN)/pytest --junitxml=$(JUNIT_XML) $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 from django.http import HttpRequest
@@ -15,6 +16,9 @@ from fhirlink.services.launch import health_system_redirect_uri
 from fhirlink.services.registry import health_system_set_secret
 from patientportal.accesslog.logged import AccessLoggedAdminMixin
 from patientportal.core.errors import ApplicationError
+from patientportal.reviewpack.admin import review_packs_html
+from patientportal.reviewpack.services.pack import review_pack_build, review_pack_store
+from patientportal.reviewpack.services.review import health_system_hold_set
 
 
 def _formfield(field: Any, **kwargs: Any) -> Any:
@@ -51,7 +55,25 @@ class HealthSystemForm(forms.ModelForm[HealthSystem]):
             "resources",
             "redirect_uri",
             "enabled",
+            "review_state",
+            "review_started_on",
+            "review_approved_on",
+            "reviewer",
+            "agreement_kind",
+            "agreement_reference",
+            "agreement_signed_on",
+            "review_notes",
+            "hold_reason",
         ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["review_state"].required = False
+
+    def clean_review_state(self) -> str:
+        # Optional in the form: a form without it keeps the stored state.
+        state: str = self.cleaned_data.get("review_state") or self.instance.review_state
+        return state
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -69,8 +91,17 @@ class HealthSystemAdmin(admin.ModelAdmin[HealthSystem]):
     serves_patient_data = False
     form = HealthSystemForm
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ["name", "slug", "fhir_base_url", "client_auth", "scope_syntax", "enabled"]
-    list_filter = ["enabled", "client_auth", "scope_syntax"]
+    list_display = [
+        "name",
+        "slug",
+        "fhir_base_url",
+        "client_auth",
+        "scope_syntax",
+        "enabled",
+        "review_state",
+        "on_hold",
+    ]
+    list_filter = ["enabled", "review_state", "on_hold", "client_auth", "scope_syntax"]
     search_fields = ["name", "slug", "fhir_base_url", "tenant"]
     readonly_fields = [
         "secret_stored",
@@ -78,7 +109,46 @@ class HealthSystemAdmin(admin.ModelAdmin[HealthSystem]):
         "discovery_fetched_at",
         "discovery_expires_at",
     ]
-    actions = ["run_check"]
+    actions = ["run_check", "hold", "release_hold", "generate_review_pack"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The hold is set by the actions (which date it), never by ticking a box.
+        extra = ["on_hold", "held_at", "review_packs"]
+        return [*super().get_readonly_fields(request, obj), *extra]
+
+    @admin.display(description="security review packs")
+    def review_packs(self, obj: HealthSystem) -> str:
+        return review_packs_html(obj)
+
+    @admin.action(description="Hold: patients see it as not available yet (nothing is deleted)")
+    def hold(self, request: HttpRequest, queryset: Any) -> None:
+        changed = sum(health_system_hold_set(health_system=hs, hold=True) for hs in queryset)
+        self.message_user(request, f"{changed} health system(s) held.", messages.SUCCESS)
+
+    @admin.action(description="Release the hold")
+    def release_hold(self, request: HttpRequest, queryset: Any) -> None:
+        changed = sum(health_system_hold_set(health_system=hs, hold=False) for hs in queryset)
+        self.message_user(request, f"{changed} health system(s) released.", messages.SUCCESS)
+
+    @admin.action(description="Generate the security review pack (kept with the review state)")
+    def generate_review_pack(self, request: HttpRequest, queryset: Any) -> None:
+        for health_system in queryset:
+            pack = review_pack_build(
+                health_system=health_system,
+                junit_path=settings.BASE_DIR / "var" / "junit.xml",
+                vuln_scan=False,
+            )
+            stored = review_pack_store(
+                health_system=health_system,
+                pack=pack,
+                generated_by=request.user.get_username(),
+            )
+            self.message_user(
+                request,
+                f"{health_system.name}: review pack generated (SHA-256 {stored.sha256[:16]}; "
+                "vulnerability scan not run from the admin: use manage.py security_review_pack).",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Check discovery (SMART configuration, FHIR version, scopes)")
     def run_check(self, request: HttpRequest, queryset: Any) -> None:
