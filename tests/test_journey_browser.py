@@ -20,6 +20,7 @@ from django.core import mail
 from oauth2_provider.models import Application
 
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
+from fhirlink.services.launch import health_system_redirect_uri
 from fhirlink.services.registry import health_system_register
 from patientportal.accesslog.models import AccessEvent
 from patientportal.accounts.demo import DEMO_CLIENT_ID
@@ -147,7 +148,8 @@ def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
             "algorithm": "",
         },
     )
-    sandbox.register_client(SMART_CLIENT_ID, callback)
+    # The health system's own redirect URI (/fhirlink/callback/sandbox-journey), at the sandbox.
+    sandbox.register_client(SMART_CLIENT_ID, health_system_redirect_uri("sandbox-journey"))
     hs, _ = health_system_register(
         slug="sandbox-journey",
         name="Sandbox Health",
@@ -157,7 +159,6 @@ def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
         client_auth="public",
         scope_syntax="v2",
         resources=RESOURCES,
-        redirect_uri=callback,
         enabled=True,
     )
     return hs
@@ -284,7 +285,8 @@ def test_patient_journey_in_chromium(
         shot("sandbox-approve-unticked")
         page.get_by_role("button", name="Allow").click()
 
-        # 7. Back on /demo/ (via /fhirlink/callback): the URL is cleaned, the sync is followed.
+        # 7. Back on /demo/ (via /fhirlink/callback/sandbox-journey; the start URL bound the
+        # launch to this browser): the URL is cleaned, the outcome confirmed with the API.
         page.wait_for_url(demo, timeout=30_000)
         page.wait_for_selector("#connection-list li[data-connection]")
         assert page.url == demo

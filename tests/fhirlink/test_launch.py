@@ -23,6 +23,17 @@ from tests.fixtures.launch import LaunchRun, launch_begin, launch_open
 pytestmark = pytest.mark.django_db
 
 CALLBACK = urlsplit(HS_REDIRECT_URI).path  # /fhirlink/callback/test-health
+# The configured types the server has, then the types the sync reads by reference.
+REQUESTED_RESOURCES = [
+    "Patient",
+    "Observation",
+    "Condition",
+    "AllergyIntolerance",
+    "Communication",
+    "Practitioner",
+    "Organization",
+    "Location",
+]
 
 
 def test_start_returns_a_start_url_that_leads_to_the_authorize_url(
@@ -54,12 +65,7 @@ def test_start_returns_a_start_url_that_leads_to_the_authorize_url(
     assert attempt.started_at is None
     assert attempt.expires_at - attempt.created_at <= timedelta(minutes=5, seconds=1)
     assert attempt.redirect_uri == HS_REDIRECT_URI
-    assert body["requested_resources"] == [
-        "Patient",
-        "Observation",
-        "Condition",
-        "AllergyIntolerance",
-    ]
+    assert body["requested_resources"] == REQUESTED_RESOURCES
 
     opened = launch_open(client, body["start_url"], consenting_patient)
     assert opened.status_code == 302
@@ -83,8 +89,8 @@ def test_start_returns_a_start_url_that_leads_to_the_authorize_url(
     assert len(query["code_challenge"]) == 43
     assert len(query["state"]) >= 43  # 256 bits, base64url
     assert len(query["nonce"]) >= 43
-    # configured ∩ supported, v2 syntax as the server lists it (Observation only has .s);
-    # Communication and Basic have no patient read scope on the patient host: not requested.
+    # configured ∩ the CapabilityStatement, v2 syntax as the server lists it (Observation only
+    # has .s; Practitioner, Organization, Location, read by reference, only as user/ scopes).
     assert query["scope"].split() == [
         "launch/patient",
         "openid",
@@ -94,6 +100,10 @@ def test_start_returns_a_start_url_that_leads_to_the_authorize_url(
         "patient/Observation.s",
         "patient/Condition.rs",
         "patient/AllergyIntolerance.rs",
+        "patient/Communication.rs",
+        "user/Practitioner.rs",
+        "user/Organization.rs",
+        "user/Location.rs",
     ]
     attempt.refresh_from_db()
     # Only a hash of state, nonce and the browser binding is stored; the verifier is sealed.
@@ -146,12 +156,7 @@ def test_full_launch(consenting_patient, connect, ehr):
     assert connection.fhir_patient_id == fake_cerner.FHIR_PATIENT
     assert connection.fhir_user == f"{fake_cerner.FHIR_BASE}/Patient/{fake_cerner.FHIR_PATIENT}"
     assert connection.oidc_issuer == fake_cerner.OIDC_ISSUER
-    assert connection.granted_resources == [
-        "Patient",
-        "Observation",
-        "Condition",
-        "AllergyIntolerance",
-    ]
+    assert connection.granted_resources == REQUESTED_RESOURCES
     assert connection.declined_resources == []
     assert connection.token_key_id == vault.active_key_id()
     access, refresh = (
@@ -181,7 +186,14 @@ def test_patient_unticks_scopes(consenting_patient, connect):
     run = connect(consenting_patient, untick=("patient/Observation.s", "patient/Condition.rs"))
     assert run["result"]["outcome"] == "connected_partial"
     connection = connection_of(run)
-    assert connection.granted_resources == ["Patient", "AllergyIntolerance"]
+    assert connection.granted_resources == [
+        "Patient",
+        "AllergyIntolerance",
+        "Communication",
+        "Practitioner",
+        "Organization",
+        "Location",
+    ]
     assert connection.declined_resources == ["Observation", "Condition"]
     assert "patient/Observation.s" not in connection.granted_scopes.split()
     body = run["api"].get(f"/api/v1/connections/{connection.pk}").json()
@@ -280,7 +292,7 @@ def test_pkce_verifier_mismatch(consenting_patient, api_client_for, client, ehr,
         ("wrong_nonce", "id_token_nonce"),
         ("expired", "id_token_expired"),
         ("other_issuer", "id_token_issuer"),
-        ("other_patient", "fhir_user_mismatch"),
+        ("not_a_reference", "fhir_user_mismatch"),
         ("practitioner", "fhir_user_not_patient"),
     ],
 )
@@ -298,8 +310,9 @@ def test_id_token_refused(mutate, outcome, consenting_patient, connect, ehr):
         ehr.id_token_overrides = {
             "iss": f"{fake_cerner.AUTH_ORIGIN}/tenants/other-tenant/oidc/idsps/other-tenant/"
         }
-    elif mutate == "other_patient":
-        ehr.fhir_user = f"{fake_cerner.FHIR_BASE}/Patient/99999"
+    elif mutate == "not_a_reference":
+        # Another Patient is a proxy, linked as a managed record (tests/fhirlink/test_people.py).
+        ehr.fhir_user = "not-a-reference"
     elif mutate == "practitioner":
         ehr.fhir_user = f"{fake_cerner.FHIR_BASE}/Practitioner/12742069"
     run = connect(consenting_patient)
@@ -480,6 +493,10 @@ def test_every_resource_unticked(consenting_patient, connect, ehr):
             "patient/Observation.s",
             "patient/Condition.rs",
             "patient/AllergyIntolerance.rs",
+            "patient/Communication.rs",
+            "user/Practitioner.rs",
+            "user/Organization.rs",
+            "user/Location.rs",
         ),
     )
     assert run["result"]["outcome"] == "no_resources_granted"

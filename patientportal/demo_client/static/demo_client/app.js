@@ -320,7 +320,9 @@
     if (existing && existing.status === "needs_reauth") { payload.connection = existing.id; }
     guarded(api("POST", "connections", payload)).then(function (started) {
       say("Opening " + hs.name + "’s sign-in page…");
-      window.location.assign(started.authorize_url);
+      // A single-use start URL on this server: it binds the launch to this browser (signed in
+      // here as the same account) and goes on to the health system.
+      window.location.assign(started.start_url);
     }).catch(function () { button.disabled = false; });
   }
 
@@ -642,8 +644,23 @@
       no_resources_granted: "Nothing was shared, so there is nothing to sync.",
       access_denied: "You cancelled at your health system. Nothing was connected.",
       consent_required: "Agree to “Sync my health record” first.",
+      state_foreign: "That sign-in was finished in another browser or account. Nothing was connected: start again here.",
+      start_foreign: "That link was started from another account. Nothing was connected.",
+      start_expired: "That link expired. Start connecting again.",
+      start_replayed: "That link was already used. Start connecting again if needed.",
     };
     return messages[outcome] || "The connection did not complete (" + humanize(outcome) + ").";
+  }
+
+  // The deep link's outcome is only a hint: the result is what the API says, with this app's
+  // own token, about the connection (a link finished elsewhere names none).
+  function confirmOutcome(returned) {
+    if (!returned || !returned.outcome) { return Promise.resolve(null); }
+    if (!returned.connection) { return Promise.resolve(returned.outcome.indexOf("connected") === 0 ? "internal_error" : returned.outcome); }
+    return api("GET", "connections/" + encodeURIComponent(returned.connection)).then(
+      function (c) { return c.last_outcome || returned.outcome; },
+      function () { return returned.outcome.indexOf("connected") === 0 ? "internal_error" : returned.outcome; }
+    );
   }
 
   function start() {
@@ -679,14 +696,16 @@
       var returned = null;
       try { returned = JSON.parse(STORE.getItem(K.returned) || "null"); } catch (e) { returned = null; }
       STORE.removeItem(K.returned);
-      say(returned ? outcomeMessage(returned.outcome) : "");
-      if (returned && returned.outcome && returned.outcome.indexOf("connected") !== 0) {
-        showError({ code: returned.outcome, message: outcomeMessage(returned.outcome) });
-      }
-      return Promise.all([loadMe(), loadConsents(), loadHealthSystems(), loadConnections()]).then(function (all) {
-        var connections = all[3];
-        if (connections.some(syncRunning)) { pollConnections(); }
-        return loadRecords();
+      return confirmOutcome(returned).then(function (outcome) {
+        say(outcome ? outcomeMessage(outcome) : "");
+        if (outcome && outcome.indexOf("connected") !== 0) {
+          showError({ code: outcome, message: outcomeMessage(outcome) });
+        }
+        return Promise.all([loadMe(), loadConsents(), loadHealthSystems(), loadConnections()]).then(function (all) {
+          var connections = all[3];
+          if (connections.some(syncRunning)) { pollConnections(); }
+          return loadRecords();
+        });
       });
     }).catch(function (error) { render(); say(""); showError(error); });
   }
