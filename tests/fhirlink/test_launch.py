@@ -16,7 +16,7 @@ from fhirlink.models import Connection, ConnectionStatus, HealthSystem, LaunchAt
 from fhirlink.services.tokens import token_open
 from patientportal.accesslog.models import AccessEvent
 from tests.fhirlink import fake_cerner
-from tests.fhirlink.conftest import HS_REDIRECT_URI, RETURN_URI, connection_of
+from tests.fhirlink.conftest import HS_REDIRECT_URI, REDIRECT_URI, RETURN_URI, connection_of
 from tests.fhirlink.fake_cerner import new_rsa_key
 from tests.fixtures.launch import LaunchRun, launch_begin, launch_open
 
@@ -562,3 +562,34 @@ def test_health_system_list_and_disabled(consenting_patient, api_client_for, ehr
     assert response.status_code == 404
     assert response.json()["code"] == "health_system_not_found"
     assert Connection.objects.count() == 0
+
+
+def test_redirect_uri_to_register_is_shown_to_operators(admin_client, ehr, health_system):
+    """healthsystem_check and the admin show the health system's own redirect URI, and warn
+    while a registration still names the shared (legacy) callback."""
+    import json as json_lib
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("healthsystem_check", "test-health", "--json", stdout=out)
+    report = json_lib.loads(out.getvalue())
+    assert report["redirect_uri"] == HS_REDIRECT_URI
+    assert report["redirect_uri_to_register"] == HS_REDIRECT_URI
+    assert not [w for w in report["warnings"] if "redirect URI" in w]
+    page = admin_client.get(f"/admin/fhirlink/healthsystem/{health_system.pk}/change/")
+    assert page.status_code == 200
+    assert HS_REDIRECT_URI in page.content.decode()
+
+    HealthSystem.objects.filter(pk=health_system.pk).update(redirect_uri=REDIRECT_URI)
+    out = StringIO()
+    call_command("healthsystem_check", "test-health", "--json", stdout=out)
+    report = json_lib.loads(out.getvalue())
+    assert report["redirect_uri"] == REDIRECT_URI
+    assert report["redirect_uri_to_register"] == HS_REDIRECT_URI
+    assert [w for w in report["warnings"] if "redirect URI" in w] == [
+        f"the registration uses the redirect URI {REDIRECT_URI}; register {HS_REDIRECT_URI} at "
+        "the EHR and set it here (a shared redirect URI needs `iss` in every authorization "
+        "response)"
+    ]
