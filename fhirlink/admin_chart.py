@@ -26,8 +26,15 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from fhirlink.models import Connection, ConnectionStatus, SyncedResource, SyncTrigger
+from fhirlink.models import (
+    Connection,
+    ConnectionStatus,
+    Relationship,
+    SyncedResource,
+    SyncTrigger,
+)
 from fhirlink.records import normalize, selectors
+from fhirlink.records.scope import record_scope
 from fhirlink.records.summary import summary_build
 from fhirlink.records.timeline import timeline_page
 from fhirlink.records.trends import trend_build
@@ -92,7 +99,7 @@ def document_content(
     return content_type.split(";")[0].strip().lower(), body or b""
 
 
-def chart_build(*, patient: Patient) -> Chart:
+def chart_build(*, patient: Any) -> Chart:
     summary, rows = summary_build(patient=patient)
     row_ids = [row.pk for row in rows]
     vitals = []
@@ -237,9 +244,11 @@ def make_chart_view(site: AdminSite) -> Callable[..., HttpResponse]:
         if purpose is None:
             return _not_found(request, site, patient_id)
         patient = Patient.objects.select_related("user").get(pk=patient_id)
-        chart = chart_build(patient=patient)
+        # The care team's patient is the account holder: the chart shows their own record, not
+        # the records they manage for others (a child's, a parent's), which are not assigned.
+        chart = chart_build(patient=record_scope(patient=patient, person=None))
         connections = list(
-            Connection.objects.filter(patient=patient)
+            Connection.objects.filter(patient=patient, relationship=Relationship.SELF)
             .select_related("health_system")
             .order_by("created_at")
         )
@@ -273,7 +282,9 @@ def make_document_view(site: AdminSite) -> Callable[..., HttpResponse]:
         purpose = _purpose_or_none(request, patient_id)
         row = (
             selectors.record_get(
-                patient=patient_id, resource_type="DocumentReference", record_id=resource_id
+                patient=record_scope(patient=Patient(pk=patient_id), person=None),
+                resource_type="DocumentReference",
+                record_id=resource_id,
             )
             if purpose is not None
             else None

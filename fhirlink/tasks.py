@@ -72,7 +72,7 @@ def grants_check() -> int:
     spread = max(1, settings.FHIRLINK_GRANT_CHECK_TICK_MINUTES * 60 - 30)
     for index, connection_id in enumerate(ids):
         refresh_connection.apply_async(
-            args=[str(connection_id), True], countdown=index * spread // max(1, len(ids))
+            args=(str(connection_id), True), countdown=index * spread // max(1, len(ids))
         )
     return len(ids)
 

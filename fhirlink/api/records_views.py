@@ -34,6 +34,7 @@ from rest_framework.views import APIView
 from fhirlink.models import SyncedResource
 from fhirlink.records import changes, export, normalize, selectors, summary, timeline, trends
 from fhirlink.records.paging import page_by_date_desc
+from fhirlink.records.scope import RecordScope, record_scope
 from patientportal.accesslog.logged import AccessLoggedAPIMixin
 from patientportal.accesslog.models import AccessAction
 from patientportal.core.api.permissions import PATIENT_API
@@ -102,8 +103,25 @@ RECORD_EXAMPLE = {
 }
 
 
-def _patient(request: Request) -> Any:
-    return request.user.patient  # type: ignore[union-attr]
+# Whose records (issue #20): an account may hold the records of the people it manages.
+PERSON = OpenApiParameter(
+    "person",
+    str,
+    description=(
+        "Whose records: `self` (the default: the account holder's own, every health system "
+        "together) or the `id` of a connection whose `person.relationship` is not `self` (a "
+        "record the account holder manages, e.g. a child's). 400 `invalid_person` when "
+        "malformed; 404 `person_not_found` when not one of this account's managed records."
+    ),
+    required=False,
+)
+
+
+def _patient(request: Request) -> RecordScope:
+    return record_scope(
+        patient=request.user.patient,  # type: ignore[union-attr]
+        person=request.query_params.get("person"),
+    )
 
 
 def _etag(rows: Iterable[SyncedResource | selectors.RecordRow], *extra: Any) -> str:
@@ -157,7 +175,7 @@ class RecordsSummaryView(RecordsBase):
     @extend_schema(
         operation_id="records_summary",
         summary="The summary screen in one call",
-        parameters=[IF_NONE_MATCH],
+        parameters=[PERSON, IF_NONE_MATCH],
         responses={200: SummarySerializer, **NOT_MODIFIED, **ERRORS},
         examples=[
             OpenApiExample(
@@ -216,6 +234,7 @@ class RecordListView(RecordsBase):
         operation_id="records_list",
         summary="List one resource type",
         parameters=[
+            PERSON,
             OpenApiParameter(
                 "record_type",
                 str,
@@ -302,6 +321,7 @@ class RecordDetailView(RecordsBase):
         operation_id="records_retrieve",
         summary="One record",
         parameters=[
+            PERSON,
             OpenApiParameter(
                 "record_type", str, OpenApiParameter.PATH, enum=sorted(selectors.RECORD_TYPES)
             ),
@@ -364,6 +384,7 @@ class DocumentContentView(RecordsBase):
         operation_id="records_document_content",
         summary="Download a document's attachment",
         parameters=[
+            PERSON,
             OpenApiParameter("record_id", int, OpenApiParameter.PATH),
             DocumentContentQuerySerializer,
         ],
@@ -424,7 +445,7 @@ class TrendView(RecordsBase):
     @extend_schema(
         operation_id="records_trend",
         summary="Time series of an observation code",
-        parameters=[TrendQuerySerializer],
+        parameters=[PERSON, TrendQuerySerializer],
         responses={200: TrendSerializer, **ERRORS},
         examples=[
             OpenApiExample(
@@ -517,7 +538,7 @@ class TimelineView(RecordsBase):
     @extend_schema(
         operation_id="records_timeline",
         summary="Encounters, procedures, results and documents, newest first",
-        parameters=[PageQuerySerializer, IF_NONE_MATCH],
+        parameters=[PERSON, PageQuerySerializer, IF_NONE_MATCH],
         responses={200: RecordPageSerializer, **NOT_MODIFIED, **ERRORS},
         examples=[
             OpenApiExample(
@@ -552,7 +573,7 @@ class ChangesView(RecordsBase):
     @extend_schema(
         operation_id="records_changes",
         summary="Changes since a cursor (offline cache)",
-        parameters=[PageQuerySerializer],
+        parameters=[PERSON, PageQuerySerializer],
         responses={200: ChangesSerializer, **ERRORS},
         examples=[
             OpenApiExample(
@@ -612,7 +633,8 @@ def _export_body(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         download = request.build_absolute_uri(
             reverse("fhirlink-records-export-download", kwargs={"export_id": state["id"]})
         )
-    return {**{k: v for k, v in state.items() if k != "patient"}, "download_url": download}
+    hidden = ("patient", "person")
+    return {**{k: v for k, v in state.items() if k not in hidden}, "download_url": download}
 
 
 class ExportCreateView(RecordsBase):
@@ -624,6 +646,7 @@ class ExportCreateView(RecordsBase):
         operation_id="records_export_create",
         summary="Start an export of everything as FHIR",
         request=ExportCreateSerializer,
+        parameters=[PERSON],
         responses={202: ExportSerializer, **ERRORS},
         description=(
             "Starts a background job. Poll the export until `status` is `ready`, then download "

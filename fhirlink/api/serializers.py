@@ -10,7 +10,14 @@ from rest_framework import serializers
 from fhirlink import hooks
 from fhirlink.api.directory_serializers import EhrStatusSerializer
 from fhirlink.directory.health import connection_ehr_status
-from fhirlink.models import Connection, ConnectionStatus, HealthSystem
+from fhirlink.models import (
+    MANAGED_RELATIONSHIPS,
+    Connection,
+    ConnectionStatus,
+    HealthSystem,
+    Relationship,
+)
+from fhirlink.services.people import connection_label
 from patientportal.core.api.fields import BlankAsNullURLField, StrictJSONTypesMixin
 
 
@@ -23,6 +30,29 @@ class HealthSystemSerializer(serializers.ModelSerializer[HealthSystem]):
         read_only_fields = fields
 
 
+class PersonSerializer(serializers.Serializer[Any]):
+    relationship = serializers.ChoiceField(
+        choices=Relationship.choices,
+        help_text=(
+            "`self`: the account holder's own record. Anything else: a record they manage "
+            "(`managed` until they say more: `child`, `parent`, `partner`, `other`). Read "
+            "a managed record with `?person=<connection id>` on the records API."
+        ),
+    )
+    label = serializers.CharField(  # type: ignore[assignment]  # a field named "label"
+        allow_null=True, help_text="The account holder's own name for this person, if set."
+    )
+
+
+class PersonUpdateSerializer(StrictJSONTypesMixin, serializers.Serializer[Any]):
+    label = serializers.CharField(  # type: ignore[assignment]  # a field named "label"
+        required=False, allow_blank=True, max_length=60, trim_whitespace=True
+    )
+    relationship = serializers.ChoiceField(
+        required=False, choices=[(r.value, r.label) for r in MANAGED_RELATIONSHIPS]
+    )
+
+
 class ConnectionSerializer(serializers.ModelSerializer[Connection]):
     health_system = HealthSystemSerializer(read_only=True)
     status = serializers.ChoiceField(choices=ConnectionStatus.choices, read_only=True)
@@ -33,6 +63,7 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
     ehr_status = serializers.SerializerMethodField(
         help_text="Whether the health system is up, down or retired (endpoint health checks)."
     )
+    person = serializers.SerializerMethodField(help_text="Whose record this connection holds.")
 
     class Meta:
         model = Connection
@@ -51,6 +82,7 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
             "offline_access",
             "sync",
             "ehr_status",
+            "person",
         ]
         read_only_fields = fields
 
@@ -60,6 +92,10 @@ class ConnectionSerializer(serializers.ModelSerializer[Connection]):
     @extend_schema_field(serializers.DictField(allow_null=True))
     def get_sync(self, obj: Connection) -> dict[str, Any] | None:
         return hooks.sync_progress(connection=obj)
+
+    @extend_schema_field(PersonSerializer)
+    def get_person(self, obj: Connection) -> dict[str, Any]:
+        return {"relationship": obj.relationship, "label": connection_label(obj)}
 
     @extend_schema_field(EhrStatusSerializer)
     def get_ehr_status(self, obj: Connection) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fhirlink.directory.selectors import directory_page_rows
 from fhirlink.models import Connection
 from fhirlink.services.connections import connection_disconnect
 from fhirlink.services.launch import connection_start
+from fhirlink.services.people import connection_person_set
 from patientportal.accesslog.logged import AccessLoggedAPIMixin, AccessLoggedListMixin
 from patientportal.accesslog.models import AccessAction
 from patientportal.consent.models import Purpose
@@ -35,6 +36,7 @@ from .serializers import (
     ConnectionStartSerializer,
     DisconnectQuerySerializer,
     DisconnectReceiptSerializer,
+    PersonUpdateSerializer,
 )
 
 
@@ -177,6 +179,30 @@ class ConnectionDetailView(AccessLoggedAPIMixin, APIView):
     def get(self, request: Request, connection_id: Any) -> Response:
         self.access_log_touch(resource_ids=[connection_id])
         connection = self._connection(request, connection_id)
+        return Response(ConnectionSerializer(connection).data)
+
+    @extend_schema(
+        operation_id="connections_partial_update",
+        summary="Label whose record this is",
+        request=PersonUpdateSerializer,
+        responses={200: ConnectionSerializer},
+        description=(
+            "`label`: the account holder's own name for the person (at most 60 characters; "
+            '`""` clears it; stored encrypted). `relationship`: what a managed record is '
+            "to them (`child`, `parent`, `partner`, `other`, `managed`); 409 "
+            "`relationship_fixed` on the account holder's own record."
+        ),
+    )
+    def patch(self, request: Request, connection_id: Any) -> Response:
+        data = PersonUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        self.access_log_touch(resource_ids=[connection_id])
+        connection = connection_person_set(
+            patient=request.user.patient,  # type: ignore[union-attr]
+            connection_id=connection_id,
+            label=data.validated_data.get("label"),
+            relationship=data.validated_data.get("relationship"),
+        )
         return Response(ConnectionSerializer(connection).data)
 
     @extend_schema(

@@ -1,18 +1,24 @@
-"""EHR link models: the health-system registry, connections, launch attempts, data keys."""
+"""EHR link models: the health-system registry and directory, connections, launch attempts, data
+keys, sync runs and the synced-record store."""
 
-from fhirlink.models.connections import Connection, ConnectionStatus, LaunchAttempt
+from fhirlink.models.connections import (
+    MANAGED_RELATIONSHIPS,
+    Connection,
+    ConnectionStatus,
+    LaunchAttempt,
+    Relationship,
+)
+from fhirlink.models.directory import (
+    DirectoryEntry,
+    DirectoryImport,
+    EndpointChange,
+    EndpointHealth,
+    EndpointState,
+    EntryStatus,
+    PlatformApp,
+)
 from fhirlink.models.health_systems import ClientAuth, HealthSystem, ScopeSyntax
 from fhirlink.models.keys import PatientDataKey
-
-__all__ = [
-    "ClientAuth",
-    "Connection",
-    "ConnectionStatus",
-    "HealthSystem",
-    "LaunchAttempt",
-    "PatientDataKey",
-    "ScopeSyntax",
-]
 from fhirlink.models.store import SyncedResource, synced_payload_aad
 from fhirlink.models.sync import (
     SyncQuarantine,
@@ -23,7 +29,23 @@ from fhirlink.models.sync import (
     SyncWatermark,
 )
 
-__all__ += [
+__all__ = [
+    "MANAGED_RELATIONSHIPS",
+    "ClientAuth",
+    "Connection",
+    "ConnectionStatus",
+    "DirectoryEntry",
+    "DirectoryImport",
+    "EndpointChange",
+    "EndpointHealth",
+    "EndpointState",
+    "EntryStatus",
+    "HealthSystem",
+    "LaunchAttempt",
+    "PatientDataKey",
+    "PlatformApp",
+    "Relationship",
+    "ScopeSyntax",
     "SyncQuarantine",
     "SyncRun",
     "SyncRunStatus",
@@ -32,23 +54,4 @@ __all__ += [
     "SyncWatermark",
     "SyncedResource",
     "synced_payload_aad",
-]
-from fhirlink.models.directory import (
-    DirectoryEntry,
-    DirectoryImport,
-    EndpointChange,
-    EndpointHealth,
-    EndpointState,
-    EntryStatus,
-    PlatformApp,
-)
-
-__all__ += [
-    "DirectoryEntry",
-    "DirectoryImport",
-    "EndpointChange",
-    "EndpointHealth",
-    "EndpointState",
-    "EntryStatus",
-    "PlatformApp",
 ]

@@ -16,6 +16,23 @@ class ConnectionStatus(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class Relationship(models.TextChoices):
+    """Whose record a connection holds, for the account that connected it. The callback sets
+    SELF (the EHR's fhirUser is the record's patient, or absent) or MANAGED (a proxy: the user
+    picked another patient, or signed in as a RelatedPerson/Person); the account holder may
+    then say more of a managed record (child, parent, partner, other), never turn it into SELF."""
+
+    SELF = "self", "Their own record"
+    MANAGED = "managed", "A record they manage"
+    CHILD = "child", "Their child"
+    PARENT = "parent", "Their parent"
+    PARTNER = "partner", "Their partner"
+    OTHER = "other", "Someone else they manage"
+
+
+MANAGED_RELATIONSHIPS = tuple(r for r in Relationship if r != Relationship.SELF)
+
+
 class Connection(models.Model):
     """The credential to one patient's record at one health system.
 
@@ -46,6 +63,12 @@ class Connection(models.Model):
     # `oidc_subject` property below seals and opens it; `vault_rotate` re-wraps it).
     oidc_subject_blob = models.BinaryField(null=True, blank=True, editable=False)
     oidc_subject_key_id = models.CharField(max_length=64, blank=True)
+    # Whose record this is (see Relationship), and the account holder's own label for it ("Emma",
+    # "Dad"): a name, so encrypted with the patient's data key (a purge erases it with the data).
+    relationship = models.CharField(
+        max_length=16, choices=Relationship.choices, default=Relationship.SELF
+    )
+    label_blob = models.BinaryField(null=True, blank=True, editable=False)
 
     # Scopes.
     requested_scopes = models.TextField(blank=True)

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from fhirlink import vault
 from fhirlink.records import selectors
+from fhirlink.records.scope import person_filter, scope_person
 from patientportal.core.errors import Gone, NotFound, ValidationFailed
 
 FORMATS = {"bundle": "application/fhir+json", "ndjson": "application/fhir+ndjson"}
@@ -76,6 +77,8 @@ def export_request(*, patient: Any, fmt: str) -> dict[str, Any]:
     state = {
         "id": export_id,
         "patient": str(patient.pk),
+        # One person's export (a RecordScope) keeps to their records; None: the whole account.
+        "person": scope_person(patient),
         "format": fmt,
         "status": "pending",
         "created_at": timezone.now().isoformat(),
@@ -145,9 +148,11 @@ def export_build(export_id: str) -> dict[str, Any] | None:
         _void(export_id, state)
         return state
     patient_id = state["patient"]
+    scoped = selectors.records_all(patient=patient_id)
+    if state.get("person") is not None:
+        scoped = scoped.filter(**person_filter(state["person"]))
     qs = (
-        selectors.records_all(patient=patient_id)
-        .filter(deleted_at__isnull=True, entered_in_error=False, masked=False)
+        scoped.filter(deleted_at__isnull=True, entered_in_error=False, masked=False)
         .exclude(status="entered-in-error")
         .order_by("resource_type", "id")
     )

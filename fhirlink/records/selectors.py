@@ -23,6 +23,7 @@ from django.db.models.functions import Cast
 from fhirlink import vault
 from fhirlink.models import SyncedResource
 from fhirlink.models.store import synced_payload_aad
+from fhirlink.records.scope import person_filter, scope_person
 from fhirlink.services.sync.store import resource_payload
 
 # URL slug -> FHIR resource type served by the per-type list and detail endpoints.
@@ -58,9 +59,16 @@ def _patient_pk(patient: Any) -> Any:
     return getattr(patient, "pk", patient)
 
 
+def _person_filter(patient: Any) -> dict[str, Any]:
+    """A `RecordScope` (one person of the account) keeps to that person's connections."""
+    person = scope_person(patient)
+    return {} if person is None else person_filter(person)
+
+
 def records_all(*, patient: Any) -> QuerySet[SyncedResource]:
-    """Every row of the patient, tombstones included (the changes feed, the export)."""
-    return SyncedResource.objects.filter(patient_id=_patient_pk(patient))
+    """Every row of the patient (or of one person: `scope.RecordScope`), tombstones included
+    (the changes feed, the export)."""
+    return SyncedResource.objects.filter(patient_id=_patient_pk(patient), **_person_filter(patient))
 
 
 def records_live(
@@ -82,6 +90,7 @@ def records_live(
         is_reference=False,
         masked=False,
         **by_type,
+        **_person_filter(patient),
     )
 
 

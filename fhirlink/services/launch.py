@@ -47,7 +47,15 @@ from fhirlink.exceptions import (
     HealthSystemNotFound,
     LaunchRefused,
 )
-from fhirlink.models import ClientAuth, Connection, ConnectionStatus, HealthSystem, LaunchAttempt
+from fhirlink.models import (
+    MANAGED_RELATIONSHIPS,
+    ClientAuth,
+    Connection,
+    ConnectionStatus,
+    HealthSystem,
+    LaunchAttempt,
+    Relationship,
+)
 from fhirlink.scopes import grant_summary, parse_scope_string
 from fhirlink.services import oauth_client
 from fhirlink.services.discovery import discover, launch_scopes, reference_resources
@@ -711,6 +719,12 @@ def _link(
         connection.fhir_base_url = attempt.aud
         connection.fhir_patient_id = fhir_patient
         connection.fhir_user = identity["fhir_user"][:500]
+        # Whose record (issue #20): the account holder's own, or one they manage (a proxy); a
+        # reconnect keeps what the account holder said of a managed record (child, parent, ...).
+        if identity["relationship"] == Relationship.SELF:
+            connection.relationship = Relationship.SELF
+        elif connection.relationship not in MANAGED_RELATIONSHIPS:
+            connection.relationship = Relationship.MANAGED
         connection.oidc_issuer = identity["iss"][:500]
         connection.oidc_subject = identity["sub"][:200]
         connection.requested_scopes = attempt.requested_scopes

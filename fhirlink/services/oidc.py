@@ -105,7 +105,8 @@ def verify_id_token(
     nonce_hash: str,
     token_patient: str,
 ) -> dict[str, Any]:
-    """Verify an id_token; returns {iss, sub, fhir_user}. Raises LaunchRefused(<outcome>)."""
+    """Verify an id_token; returns {iss, sub, fhir_user, relationship} (relationship "self" or
+    "managed": see below). Raises LaunchRefused(<outcome>)."""
     try:
         header = jwt.get_unverified_header(id_token)
         unverified = jwt.decode(id_token, options={"verify_signature": False})
@@ -170,16 +171,26 @@ def verify_id_token(
     if not isinstance(nonce, str) or not hmac.compare_digest(_sha(nonce), nonce_hash):
         raise LaunchRefused("id_token_nonce")
 
+    # Whose record: the token's patient context is the record; fhirUser is who signed in.
+    # SMART does not require them to be equal: a parent whose own login is Patient/A picks
+    # their child B in the server's patient picker, and Cerner represents proxies as
+    # RelatedPerson or Person. Equal (or no fhirUser): the user's own record ("self");
+    # anyone else: a record they manage ("managed").
     fhir_user = str(claims.get("fhirUser") or claims.get("profile") or "")
+    relationship = "self"
     if fhir_user:
         ref = _fhir_user_ref(fhir_user)
         if ref is None:
             raise LaunchRefused("fhir_user_mismatch")
         kind, ident = ref
-        if kind == "Patient":
-            if ident != token_patient:
-                raise LaunchRefused("fhir_user_mismatch")
-        elif kind not in {"RelatedPerson", "Person"}:
+        if kind not in {"Patient", "RelatedPerson", "Person"}:
             # A practitioner (provider persona) must never link as a patient.
             raise LaunchRefused("fhir_user_not_patient")
-    return {"iss": iss, "sub": str(claims.get("sub")), "fhir_user": fhir_user}
+        if not (kind == "Patient" and ident == token_patient):
+            relationship = "managed"
+    return {
+        "iss": iss,
+        "sub": str(claims.get("sub")),
+        "fhir_user": fhir_user,
+        "relationship": relationship,
+    }

@@ -45,7 +45,7 @@ def test_check_picks_only_usable_connections_not_refreshed_within_the_interval(
     _last_attempt(connection, 56)
     with mock.patch.object(refresh_connection, "apply_async") as enqueue:
         assert grants_check.apply().get() == 1
-    enqueue.assert_called_once_with(args=[str(connection.pk), True], countdown=0)
+    enqueue.assert_called_once_with(args=(str(connection.pk), True), countdown=0)
 
     # Never refreshed counts as due; a connection that needs reconnecting or holds no refresh
     # token has nothing to check.

@@ -554,7 +554,7 @@ def test_failed_launch_tokens_are_revoked(
     if failure == "id_token_signature":
         ehr.id_token_key = fake_cerner.new_rsa_key("x")[0]
     elif failure == "patient_mismatch":
-        ehr.fhir_user = f"{fake_cerner.FHIR_BASE}/Patient/99999"
+        ehr.fhir_user = "not-a-reference"  # (another Patient is a proxy: test_people.py)
     elif failure == "practitioner":
         ehr.fhir_user = f"{fake_cerner.FHIR_BASE}/Practitioner/12742069"
     else:
