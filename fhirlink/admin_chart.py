@@ -360,7 +360,7 @@ def make_resync_view(site: AdminSite) -> Callable[..., HttpResponse]:
     @require_POST
     def resync_view(request: HttpRequest, patient_id: uuid.UUID) -> HttpResponse:
         connection, purpose = _staff_action_connection(request, patient_id)
-        from fhirlink.services.sync.runs import sync_request
+        from fhirlink.sync.runs import sync_request
 
         run = sync_request(connection_id=connection.pk, trigger=SyncTrigger.STAFF)
         _log(

@@ -22,7 +22,7 @@ from fhirlink.exceptions import (
 from fhirlink.models import Connection, ConnectionStatus, LaunchAttempt
 from fhirlink.records.tasks import records_export  # noqa: F401  (registers the records tasks)
 from fhirlink.services.tokens import connection_refresh
-from fhirlink.sync_tasks import sync_connection  # noqa: F401  (registers the sync engine's tasks)
+from fhirlink.sync.tasks import sync_connection  # noqa: F401  (registers the sync tasks)
 
 logger = logging.getLogger(__name__)
 

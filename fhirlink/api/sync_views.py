@@ -16,7 +16,7 @@ from fhirlink import selectors
 from fhirlink.exceptions import ConnectionGone, ReauthRequired
 from fhirlink.models import ConnectionStatus, SyncTrigger
 from fhirlink.services.sync.progress import sync_run_progress
-from fhirlink.services.sync.runs import sync_request
+from fhirlink.sync.runs import sync_request
 from patientportal.accesslog.logged import AccessLoggedAPIMixin
 from patientportal.accesslog.models import AccessAction
 from patientportal.consent.models import Purpose

@@ -656,7 +656,7 @@ CELERY_BEAT_SCHEDULE["fhirlink-endpoint-health"] = {
     "schedule": timedelta(minutes=env.int("FHIRLINK_ENDPOINT_TICK_MINUTES", default=10)),
 }
 # Revoking the ehr_sync consent stops running syncs at their next page.
-CONSENT_REVOCATION_HANDLERS["ehr_sync"].append("fhirlink.services.sync.runs.sync_stop_for_patient")
+CONSENT_REVOCATION_HANDLERS["ehr_sync"].append("fhirlink.sync.runs.sync_stop_for_patient")
 
 # --- Engagement (engagement) ---------------------------------------------------------------------
 ENGAGEMENT_APP_NAME: str = env.str("ENGAGEMENT_APP_NAME", default="Patient Portal")

@@ -154,7 +154,7 @@ def test_resync_calls_the_sync_engine_and_is_logged(world):
     client = client_for(world.staff_a)
     url = reverse("admin:fhirlink_patient_chart_resync", args=[world.victim.pk])
     assert client.get(url).status_code == 405
-    with mock.patch("fhirlink.services.sync.runs.sync_request") as sync_request:
+    with mock.patch("fhirlink.sync.runs.sync_request") as sync_request:
         sync_request.return_value = SyncRun(pk="00000000-0000-0000-0000-000000000001")
         response = client.post(url, {"connection": str(world.connection.pk)})
     assert response.status_code == 302
@@ -196,7 +196,7 @@ def test_reconnect_nudge_calls_engagement_and_is_logged(world):
 def test_staff_actions_on_another_teams_patient_do_nothing(world):
     client = client_for(world.staff_b)
     with (
-        mock.patch("fhirlink.services.sync.runs.sync_request") as sync_request,
+        mock.patch("fhirlink.sync.runs.sync_request") as sync_request,
         mock.patch("engagement.services.events.reconnect_reminder_send") as send,
     ):
         for name in ("admin:fhirlink_patient_chart_resync", "admin:fhirlink_patient_chart_nudge"):

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncRun, SyncRunStatus
-from fhirlink.sync_tasks import schedule_incremental_syncs
+from fhirlink.sync.tasks import schedule_incremental_syncs
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_revoke
 from tests.factories import PatientFactory
@@ -39,7 +39,7 @@ def make_connection(hs: HealthSystem, status: str = ConnectionStatus.ACTIVE) -> 
 
 @pytest.fixture
 def enqueued():
-    with mock.patch("fhirlink.sync_tasks.sync_connection.apply_async") as apply_async:
+    with mock.patch("fhirlink.sync.tasks.sync_connection.apply_async") as apply_async:
         yield apply_async
 
 
@@ -99,7 +99,7 @@ def test_schedule_skips_reauth_unconsented_busy_and_fresh(hs, enqueued):
         status=SyncRunStatus.RUNNING,
         lease_until=timezone.now() + timedelta(minutes=1),
     )
-    with mock.patch("fhirlink.sync_tasks.sync_resume_stale.delay"):
+    with mock.patch("fhirlink.sync.tasks.sync_resume_stale.delay"):
         assert schedule_incremental_syncs() == 1
     ((_, kwargs),) = [(c.args, c.kwargs) for c in enqueued.call_args_list]
     assert kwargs["args"] == (str(due.pk), "schedule")

@@ -10,7 +10,7 @@ import pytest
 from fhirlink import http
 from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
 from fhirlink.services.sync import plan
-from fhirlink.services.sync.engine import sync_connection_run
+from fhirlink.sync.inline import sync_connection_run
 from fhirlink.services.sync.store import resource_payload
 from fhirlink.services.tokens import connection_access_token
 from patientportal.accesslog.models import AccessEvent
@@ -127,104 +127,85 @@ def test_incremental_picks_up_new_updated_and_entered_in_error(sandbox, sandbox_
 
 
 def test_attachments_are_fetched_while_the_other_streams_run(sandbox, sandbox_connect, monkeypatch):
-    """Once the DocumentReferences are stored, their Binaries are fetched beside the remaining
-    streams (not in a tail after them): when the streams end, every attachment is stored and
-    the after-streams step fetches none; a rerun fetches none either."""
-    from fhirlink.services.sync.extras import ExtrasMixin
+    """Once the DocumentReferences are stored, their Binaries are listed (once) and fetched
+    beside the remaining streams, not in a tail after them; a rerun lists none."""
+    from fhirlink.sync import extras
 
     connection = sandbox_connect("nancy")
-    at_extras: list[int] = []
-    original = ExtrasMixin._fetch_extras
+    listed: list[tuple[int, list[str]]] = []
+    original = extras.binary_jobs
 
-    def counting(self: Any, **kwargs: Any) -> None:
-        at_extras.append(
-            SyncedResource.objects.filter(connection=connection, resource_type="Binary").count()
-        )
-        original(self, **kwargs)
+    def listing(run: Any, **kwargs: Any) -> list[Any]:
+        jobs = original(run, **kwargs)
+        pending = run.streams.filter(status="pending").values_list("resource_type", flat=True)
+        listed.append((len(jobs), sorted(pending)))
+        return jobs
 
-    monkeypatch.setattr(ExtrasMixin, "_fetch_extras", counting)
-    requests_before = []
-    original_binary = ExtrasMixin._binary_jobs
-
-    def jobs(self: Any) -> dict[str, str]:
-        found = original_binary(self)
-        requests_before.append(len(found))
-        return found
-
-    monkeypatch.setattr(ExtrasMixin, "_binary_jobs", jobs)
+    monkeypatch.setattr(extras, "binary_jobs", listing)
     assert sync_connection_run(connection_id=connection.pk) == "succeeded"
     binaries = SyncedResource.objects.filter(connection=connection, resource_type="Binary").count()
     run = SyncRun.objects.filter(connection=connection).latest("created_at")
-    assert binaries == run.counts["DocumentReference"]["fetched"] == requests_before[0] > 0
-    assert at_extras == [binaries]  # all stored before the after-streams step
-    assert len(requests_before) == 1  # listed once, early
+    assert len(listed) == 1  # listed once, as the DocumentReferences ended
+    assert binaries == run.counts["DocumentReference"]["fetched"] == listed[0][0] > 0
+    assert listed[0][1]  # other streams still to fetch then
+    assert "DocumentReference" not in listed[0][1]
 
     assert sync_connection_run(connection_id=connection.pk) == "succeeded"
-    assert requests_before[1:] == [0]  # nothing left to download
+    assert [n for n, _ in listed[1:]] == [0]  # nothing left to download
 
 
-def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, monkeypatch):
-    """A referenced resource is fetched as soon as a stored page names it, beside the streams:
-    each once, all stored before the after-streams step, which asks for none of them. One that
-    fails is reported once, not asked for again after the streams; a full pass again fetches
-    only it, and so does the next incremental sync, until it is stored."""
-    from fhirlink.services.sync.extras import ExtrasMixin
+def test_references_are_fetched_once_each_and_a_failed_one_again_later(
+    sandbox, sandbox_connect, monkeypatch
+):
+    """A referenced resource is fetched as soon as a stored page names it (its step enqueued
+    with the page), once. One that fails is reported once, with its id; a full pass again
+    fetches only it, and so does the next incremental sync, until it is stored."""
+    from fhirlink.ehr.fhir import FhirClient
 
     connection = sandbox_connect("nancy")
-    phase = ["streams"]
-    fetched: list[tuple[str, tuple[str, str, str]]] = []
-    original_extras = ExtrasMixin._fetch_extras
-    original_fetch = ExtrasMixin._fetch_extra
-    failing: list[tuple[str, str, str]] = []
+    fetched: list[tuple[str, str]] = []
+    failing: list[tuple[str, str]] = []
+    original = FhirClient.read
 
-    def after_streams(self: Any, **kwargs: Any) -> None:
-        phase[0] = "after"
-        original_extras(self, **kwargs)
-
-    def fetch(self: Any, job: tuple[str, str, str]) -> Any:
-        if job[0] == "ref":
-            fetched.append((phase[0], job))
+    def read(self: FhirClient, resource_type: str, fhir_id: str) -> Any:
+        if resource_type in plan.REFERENCE_TYPES:
+            fetched.append((resource_type, fhir_id))
             if not failing:
-                failing.append(job)
-            if job == failing[0]:
-                return job, None, "http_404"
-        return original_fetch(self, job)
+                failing.append((resource_type, fhir_id))
+            if (resource_type, fhir_id) == failing[0]:
+                raise http.EhrTerminal("not found", status=404)
+        return original(self, resource_type, fhir_id)
 
-    monkeypatch.setattr(ExtrasMixin, "_fetch_extras", after_streams)
-    monkeypatch.setattr(ExtrasMixin, "_fetch_extra", fetch)
+    monkeypatch.setattr(FhirClient, "read", read)
     assert sync_connection_run(connection_id=connection.pk) == "partial"
     run = SyncRun.objects.filter(connection=connection).latest("created_at")
-    jobs = [job for _, job in fetched]
-    assert {p for p, _ in fetched} == {"streams"}  # none after the streams
-    assert len(jobs) == len(set(jobs)) > 1  # each once
+    assert len(fetched) == len(set(fetched)) > 1  # each once
     recorded = {tuple(r.split("/", 1)) for r in run.references}
-    assert {(t, i) for _, t, i in jobs} == recorded
+    assert set(fetched) == recorded
     refs = set(
         SyncedResource.objects.filter(connection=connection, is_reference=True).values_list(
             "resource_type", "fhir_id"
         )
     )
-    assert refs == recorded - {failing[0][1:]}
+    assert refs == recorded - {failing[0]}
     assert [e for e in run.errors if e["code"] == "http_404"] == [
-        {"type": failing[0][1], "code": "http_404", "id": failing[0][2]}
+        {"type": failing[0][0], "code": "http_404", "id": failing[0][1]}
     ]
 
     # A full pass again (the pages naming the references are read again): only the reference
-    # that failed is asked for; the stored ones are cached for the connection.
+    # that failed is asked for; the stored ones are kept for the connection.
     SyncWatermark.objects.filter(connection=connection).delete()
     fetched.clear()
-    phase[0] = "streams"
     assert sync_connection_run(connection_id=connection.pk) == "partial"
-    assert fetched == [("streams", failing[0])]
+    assert fetched == [failing[0]]
 
-    # An incremental sync (no page names it again) asks for it again, beside its streams; once
-    # stored, the next run asks for no reference at all.
-    failing.append(("ref", "none", "none"))  # the first stops failing
-    failing.pop(0)
+    # An incremental sync (no page names it again) asks for it again; once stored, the next
+    # run asks for no reference at all.
+    failed = failing.pop(0)
+    failing.append(("none", "none"))  # the first stops failing
     fetched.clear()
-    phase[0] = "streams"
     assert sync_connection_run(connection_id=connection.pk) == "succeeded"
-    assert fetched == [("streams", ("ref", *sorted(recorded - refs)[0]))]
+    assert fetched == [failed]
     assert (
         set(
             SyncedResource.objects.filter(connection=connection, is_reference=True).values_list(
@@ -234,6 +215,5 @@ def test_references_are_fetched_while_the_streams_run(sandbox, sandbox_connect, 
         == recorded
     )
     fetched.clear()
-    phase[0] = "streams"
     assert sync_connection_run(connection_id=connection.pk) == "succeeded"
     assert fetched == []

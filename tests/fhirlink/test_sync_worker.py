@@ -5,10 +5,12 @@ with SIGKILL mid-sync resuming to the same state, consent revoked and grant revo
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
 from fhirlink.models import (
     Connection,
@@ -17,10 +19,11 @@ from fhirlink.models import (
     SyncQuarantine,
     SyncRun,
     SyncRunStatus,
+    SyncStream,
     SyncWatermark,
 )
-from fhirlink.services.sync.runs import sync_request
-from fhirlink.sync_tasks import sync_resume_stale
+from fhirlink.sync.runs import sync_request
+from fhirlink.sync.tasks import sync_resume_stale
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_revoke
 from tests.fhirlink.test_sync_engine import download_all, stored
@@ -138,8 +141,13 @@ def test_worker_killed_mid_sync_resumes_to_the_same_state(sandbox, sandbox_conne
     run = SyncRun.objects.get(connection=connection)
     assert run.status == SyncRunStatus.RUNNING
     sandbox.clear_faults()
+    # The lease runs out (the clock moved on): the run and the streams whose step messages
+    # died with the worker (unacknowledged, redelivered only after the broker's visibility
+    # timeout) are stale, and the beat's resume takes the run over.
+    past = timezone.now() - timedelta(seconds=10)
+    SyncRun.objects.filter(pk=run.pk).update(lease_until=past)
+    SyncStream.objects.filter(run=run).update(stepped_at=past)
     worker.start()
-    time.sleep(3.5)  # the dead worker's run lease expires (its HTTP slots after 7.5 s)
     sync_resume_stale.apply_async()
     run = wait_finished(connection)
     assert run.status == SyncRunStatus.SUCCEEDED, run.errors
