@@ -90,6 +90,10 @@ def test_full_launch_refresh_reauth_reconnect_disconnect(
         "Condition",
         "AllergyIntolerance",
         "MedicationRequest",
+        # read by reference (issue #20 item 1)
+        "Practitioner",
+        "Organization",
+        "Location",
     }
     assert "patient/Observation.s" in connection.granted_scopes.split()
     issued = [token_open(connection, "access_token"), token_open(connection, "refresh_token")]
