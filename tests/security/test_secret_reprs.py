@@ -21,8 +21,8 @@ import responses
 from django.utils import timezone
 
 from fhirlink import http, vault
+from fhirlink.ehr.fhir import FhirClient
 from fhirlink.exceptions import LaunchRefused
-from fhirlink.fhir_client import FhirClient
 from fhirlink.models import Connection, HealthSystem, LaunchAttempt
 from fhirlink.services import oauth_client
 from fhirlink.services.launch import BrowserStart, LaunchStart
