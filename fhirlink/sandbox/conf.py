@@ -6,6 +6,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEMO_TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
+# The generic SMART 2.x profile's built-in tenant (its realm: /auth/realms/generic, /fhir/generic).
+GENERIC_TENANT = "generic"
+PROFILE_CERNER = "cerner"
+PROFILE_GENERIC = "generic"
+PROFILES = (PROFILE_CERNER, PROFILE_GENERIC)
+OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+# The Observation categories the data has, as offered on the generic consent page.
+OBSERVATION_CATEGORIES = ("laboratory", "vital-signs", "social-history")
 # The label in the per-host token URL, as on Cerner's patient-access host.
 TOKEN_HOST = "fhir-myrecord.cerner.com"
 REALM = "fhir-myrecord.cerner.com"
@@ -30,6 +38,10 @@ class TestPatient:
     gender: str
     birth_date: str
     large: bool = False
+    # Patients this portal login also manages (a parent's child): the patient picker offers them.
+    manages: tuple[str, ...] = ()
+    # How this patient relates to the one who manages them (HL7 v3 RoleCode), for the picker.
+    relationship: str = ""
 
 
 PATIENTS: tuple[TestPatient, ...] = (
@@ -78,11 +90,37 @@ PATIENTS: tuple[TestPatient, ...] = (
         "1951-11-02",
         large=True,
     ),
+    # A parent whose own record is Nancy-sized and who manages her child's record (the generic
+    # profile's patient picker; the child has no login of her own).
+    TestPatient(
+        "parent",
+        5,
+        "12800105",
+        "parentsandbox",
+        "Sandbox-Parent-2026",
+        "Paula",
+        "Proxy",
+        "female",
+        "1984-03-09",
+        manages=("child",),
+    ),
+    TestPatient(
+        "child",
+        6,
+        "12800106",
+        "",
+        "",
+        "Penny",
+        "Proxy",
+        "female",
+        "2015-07-21",
+        relationship="CHILD",
+    ),
 )
 PATIENTS_BY_KEY = {p.key: p for p in PATIENTS}
 PATIENTS_BY_ID = {p.fhir_id: p for p in PATIENTS}
 PATIENTS_BY_ORDINAL = {p.ordinal: p for p in PATIENTS}
-PATIENTS_BY_USERNAME = {p.username: p for p in PATIENTS}
+PATIENTS_BY_USERNAME = {p.username: p for p in PATIENTS if p.username}
 LARGE_PATIENT = next(p for p in PATIENTS if p.large)
 
 # Built into every tenant (no database row), so the Done-means script needs no registration.
@@ -116,6 +154,22 @@ class TenantSwitches:
     - ``refresh_token_rotation``: refresh returns a new refresh token and retires the old one
       (Cerner returns none; rotation under SMART v2 is unverified).
     - ``offline_unused_days``: an offline grant unused this long cannot be refreshed (90).
+
+    The profile (``profile``: ``"cerner"`` or ``"generic"``, a standards-only SMART App Launch
+    2.x server) sets the defaults of the others (``PROFILE_DEFAULTS``); these matter mostly to it:
+
+    - ``scope_syntax``: ``"registration"`` (Cerner: the client registration's SMART version; the
+      other syntax is dropped), ``"any"`` (v1 and v2), ``"v1"`` (v1 only: ``patient/*.read``
+      advertised, v2 scopes dropped), ``"v2"``.
+    - ``wildcard_scopes``: also ``"accept"`` (grant ``patient/*.rs`` / ``patient/*.read``).
+    - ``iss_parameter``: ``iss`` in every authorization response (RFC 9207), advertised.
+    - ``patient_picker``: a login that manages other patients picks whose record to share.
+    - ``category_consent``: the consent page lets the patient share only some Observation
+      categories (granted as v2 granular scopes).
+    - ``proxy_fhir_user``: the fhirUser of a login acting for someone it manages: ``"Patient"``
+      (its own record) or ``"RelatedPerson"``.
+    - With ``refresh_token_rotation`` a refresh token is single-use: reusing a rotated one fails
+      with ``invalid_grant`` and revokes the grant (the whole token family).
     """
 
     pkce_required_for_public: bool = True
@@ -127,10 +181,40 @@ class TenantSwitches:
     online_active_ttl: bool = False
     refresh_token_rotation: bool = False
     offline_unused_days: int = OFFLINE_UNUSED_DAYS
+    profile: str = PROFILE_CERNER
+    scope_syntax: str = "registration"
+    iss_parameter: bool = False
+    patient_picker: bool = False
+    category_consent: bool = False
+    proxy_fhir_user: str = "Patient"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def generic(self) -> bool:
+        return self.profile == PROFILE_GENERIC
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)} - {"extra"}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TenantSwitches:
-        names = {f.name for f in fields(cls)} - {"extra"}
-        known = {k: v for k, v in raw.items() if k in names}
-        return cls(**known, extra={k: v for k, v in raw.items() if k not in names})
+        merged = {**PROFILE_DEFAULTS.get(str(raw.get("profile", PROFILE_CERNER)), {}), **raw}
+        names = cls.names()
+        known = {k: v for k, v in merged.items() if k in names}
+        return cls(**known, extra={k: v for k, v in merged.items() if k not in names})
+
+
+# A standards-only SMART App Launch 2.x server (issue #20): what differs from Cerner by default.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    PROFILE_CERNER: {},
+    PROFILE_GENERIC: {
+        "scope_syntax": "any",
+        "wildcard_scopes": "accept",
+        "iss_parameter": True,
+        "refresh_token_rotation": True,
+        "refresh_min_interval_seconds": 0,
+        "patient_picker": True,
+        "category_consent": True,
+    },
+}

@@ -11,13 +11,19 @@ from django.core.servers.basehttp import ThreadedWSGIServer
 from django.http import HttpRequest, HttpResponseBase
 
 SANDBOX_URLCONF = "fhirlink.sandbox.urls"
+GENERIC_URLCONF = "fhirlink.sandbox.urls_generic"
 
 
 class SandboxWSGIHandler(WSGIHandler):
-    """Serves the sandbox URLconf whatever the process's ROOT_URLCONF is."""
+    """Serves a sandbox URLconf (Cerner's, or the generic profile's) whatever the process's
+    ROOT_URLCONF is."""
+
+    def __init__(self, urlconf: str = SANDBOX_URLCONF) -> None:
+        super().__init__()
+        self.urlconf = urlconf
 
     def get_response(self, request: HttpRequest) -> HttpResponseBase:
-        request.urlconf = SANDBOX_URLCONF  # type: ignore[attr-defined]
+        request.urlconf = self.urlconf  # type: ignore[attr-defined]
         return super().get_response(request)
 
 
@@ -27,9 +33,11 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class SandboxServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, urlconf: str = SANDBOX_URLCONF
+    ) -> None:
         self.httpd = ThreadedWSGIServer((host, port), _QuietHandler, allow_reuse_address=False)
-        self.httpd.set_app(SandboxWSGIHandler())
+        self.httpd.set_app(SandboxWSGIHandler(urlconf))
         self.port: int = self.httpd.server_address[1]
         self.origin = f"http://{host}:{self.port}"
         self.thread = threading.Thread(

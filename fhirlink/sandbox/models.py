@@ -63,7 +63,9 @@ class SandboxAuthRequest(models.Model):
     tenant = models.CharField(max_length=64)
     client_id = models.CharField(max_length=200)
     params = models.JSONField(default=dict)
+    # Whose record (the patient picker may choose one the login manages) and who logged in.
     patient_key = models.CharField(max_length=32, blank=True, default="")
+    user_key = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField()
     completed = models.BooleanField(default=False)
 
@@ -80,6 +82,8 @@ class SandboxGrant(models.Model):
     tenant = models.CharField(max_length=64)
     client_id = models.CharField(max_length=200)
     patient_key = models.CharField(max_length=32)
+    # The login that granted it (fhirUser); empty: the patient themself (grants before pickers).
+    user_key = models.CharField(max_length=32, blank=True, default="")
     scope = models.TextField()
     access = models.CharField(max_length=8, default="none")
     refresh_token_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
@@ -90,6 +94,18 @@ class SandboxGrant(models.Model):
 
     def __str__(self) -> str:
         return f"grant {self.pk} ({self.tenant}/{self.client_id})"
+
+
+class SandboxRetiredRefreshToken(models.Model):
+    """A refresh token replaced by rotation: presenting it again is a reuse, which revokes its
+    grant (the whole token family)."""
+
+    token_hash = models.CharField(primary_key=True, max_length=64)
+    grant = models.ForeignKey(SandboxGrant, on_delete=models.CASCADE, related_name="retired")
+    retired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"retired refresh token of grant {self.grant_id}"
 
 
 class SandboxAuthCode(models.Model):

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import conf
-from .conf import BUILTIN_CLIENTS, PATIENTS_BY_KEY, TenantSwitches
+from .conf import BUILTIN_CLIENTS, PATIENTS_BY_KEY, TenantSwitches, TestPatient
 from .keys import sign_id_token
 from .models import (
     SandboxAccessToken,
@@ -27,8 +27,9 @@ from .models import (
     SandboxAuthRequest,
     SandboxClient,
     SandboxGrant,
+    SandboxRetiredRefreshToken,
 )
-from .scopes import scopes_filter
+from .scopes import category_choosable, category_narrow, generic_scopes_filter, scopes_filter
 from .state import clock_now, fhir_base, issuer, sha256, tenant_row, tenant_switches
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -44,7 +45,15 @@ class OAuthError(Exception):
         self.status = status
         self.description = description
 
-    def body(self, *, origin: str, tenant: str, client_id: str = "") -> dict[str, str]:
+    def body(
+        self, *, origin: str, tenant: str, client_id: str = "", generic: bool = False
+    ) -> dict[str, str]:
+        if generic:
+            # A standards-only server: RFC 6749's fields, no Cerner error_uri.
+            plain = {"error": self.error}
+            if self.description or self.urn:
+                plain["error_description"] = self.description or self.urn.partition(":")[2]
+            return plain
         urn = f"urn:cerner:error:authorization-server:oauth2:{self.urn}"
         uri = (
             f"{origin}/errors/{quote(urn, safe='')}/instances/{uuid.uuid4()}"
@@ -174,7 +183,8 @@ def authorize_start(
                 "unsupported_response_type", "authorize:response-type-unsupported"
             )
         )
-    if params.get("aud", "").rstrip("/") != fhir_base(origin, tenant):
+    switches = tenant_switches(tenant)
+    if params.get("aud", "").rstrip("/") != fhir_base(origin, tenant, switches.profile):
         return client, AuthorizeOutcome(
             redirect_error=OAuthError(
                 "invalid_request",
@@ -182,7 +192,6 @@ def authorize_start(
                 description="aud must be the FHIR base URL",
             )
         )
-    switches = tenant_switches(tenant)
     challenge = params.get("code_challenge", "")
     method = params.get("code_challenge_method", "")
     if challenge and method != "S256":
@@ -194,9 +203,16 @@ def authorize_start(
             redirect_error=OAuthError("invalid_request", "authorize:pkce-required")
         )
     requested = params.get("scope", "").split()
-    decision = scopes_filter(
-        requested, smart_version=client.smart_version, access=client.access, switches=switches
-    )
+    if switches.generic:
+        from .fhir.search import SUPPORTED_TYPES
+
+        decision = generic_scopes_filter(
+            requested, access=client.access, switches=switches, types=frozenset(SUPPORTED_TYPES)
+        )
+    else:
+        decision = scopes_filter(
+            requested, smart_version=client.smart_version, access=client.access, switches=switches
+        )
     if decision.error:
         return client, AuthorizeOutcome(
             redirect_error=OAuthError(decision.error, f"authorize:{decision.error_urn}")
@@ -236,12 +252,48 @@ def patient_login(*, username: str, password: str) -> str | None:
     return patient.key
 
 
-def auth_request_complete(
-    *, row: SandboxAuthRequest, approved: bool, ticked: set[str]
-) -> dict[str, str]:
-    """Approve or deny; returns the query parameters for the client's redirect_uri."""
+def patients_pickable(user_key: str) -> list[TestPatient]:
+    """The records a login may share: its own, then the ones it manages (the picker's list)."""
+    user = PATIENTS_BY_KEY[user_key]
+    return [user, *(PATIENTS_BY_KEY[key] for key in user.manages)]
+
+
+def auth_request_pick(*, row: SandboxAuthRequest, patient_key: str) -> bool:
+    """The patient picker's choice: the login's own record or one it manages."""
+    if not row.user_key or patient_key not in {p.key for p in patients_pickable(row.user_key)}:
+        return False
+    row.patient_key = patient_key
+    row.save(update_fields=["patient_key"])
+    return True
+
+
+def _granted_scopes(
+    offered: list[str], ticked: set[str], categories: dict[str, set[str]] | None
+) -> list[str]:
+    """The offered scopes the patient left ticked; with ``categories`` (the generic consent
+    page's Observation categories, per scope), a category-choosable scope becomes one granular
+    scope per ticked category (or none)."""
     from .scopes import untickable
 
+    granted: list[str] = []
+    for scope in offered:
+        if untickable(scope) and scope not in ticked:
+            continue
+        if categories is not None and category_choosable(scope):
+            granted.extend(category_narrow(scope, categories.get(scope, set())))
+        else:
+            granted.append(scope)
+    return granted
+
+
+def auth_request_complete(
+    *,
+    row: SandboxAuthRequest,
+    approved: bool,
+    ticked: set[str],
+    categories: dict[str, set[str]] | None = None,
+) -> dict[str, str]:
+    """Approve or deny; returns the query parameters for the client's redirect_uri."""
     params = row.params
     out: dict[str, str] = {}
     with transaction.atomic():
@@ -253,7 +305,7 @@ def auth_request_complete(
         if not approved:
             out["error"] = "access_denied"
         else:
-            granted = [s for s in params["offered"] if not untickable(s) or s in ticked]
+            granted = _granted_scopes(params["offered"], ticked, categories)
             now = clock_now(row.tenant)
             access = (
                 "offline"
@@ -266,6 +318,7 @@ def auth_request_complete(
                 tenant=row.tenant,
                 client_id=row.client_id,
                 patient_key=row.patient_key,
+                user_key=row.user_key if row.user_key != row.patient_key else "",
                 scope=" ".join(granted),
                 access=access,
                 created_at=now,
@@ -428,9 +481,10 @@ def _token_response(
         "expires_in": conf.ACCESS_TOKEN_SECONDS,
         "patient": patient.fhir_id,
         "need_patient_banner": True,
-        "smart_style_url": conf.SMART_STYLE_URL,
-        "tenant": grant.tenant,
     }
+    if not switches.generic:
+        body["smart_style_url"] = conf.SMART_STYLE_URL
+        body["tenant"] = grant.tenant
     if switches.patient_token_user_fields:
         body["user"] = patient.fhir_id
         body["username"] = patient.username
@@ -481,24 +535,45 @@ def token_exchange_code(*, client: Client, form: dict[str, str], origin: str) ->
         body["refresh_token"] = refresh
     scopes = grant.scope.split()
     if "openid" in scopes:
-        patient = PATIENTS_BY_KEY[grant.patient_key]
-        base = fhir_base(origin, tenant)
+        user = PATIENTS_BY_KEY[grant.user_key or grant.patient_key]
+        base = fhir_base(origin, tenant, switches.profile)
         claims: dict[str, Any] = {
-            "sub": patient.username,
+            "sub": user_subject(user, switches),
             "aud": client.client_id,
-            "iss": issuer(origin, tenant),
-            "name": f"{patient.family.upper()}, {patient.given}",
+            "iss": issuer(origin, tenant, switches.profile),
+            "name": f"{user.family.upper()}, {user.given}"
+            if not switches.generic
+            else f"{user.given} {user.family}",
             "iat": int(now.timestamp()),
             "exp": int(now.timestamp()) + conf.ACCESS_TOKEN_SECONDS,
         }
         if "fhirUser" in scopes or "profile" in scopes:
-            claims["fhirUser"] = f"{base}/Patient/{patient.fhir_id}"
+            claims["fhirUser"] = f"{base}/{fhir_user(grant, switches)}"
         if "profile" in scopes:
             claims["profile"] = claims["fhirUser"]
         if code.nonce:
             claims["nonce"] = code.nonce
         body["id_token"] = sign_id_token(claims)
     return body
+
+
+def user_subject(user: TestPatient, switches: TenantSwitches) -> str:
+    """The id_token's ``sub``: Cerner's is the login name; the generic server's an opaque id."""
+    if switches.generic:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-user:{user.key}"))
+    return user.username
+
+
+def fhir_user(grant: SandboxGrant, switches: TenantSwitches) -> str:
+    """The fhirUser reference: the login's own Patient; acting for someone it manages, its own
+    Patient record or (``proxy_fhir_user``) the RelatedPerson linking it to that patient."""
+    if grant.user_key and switches.proxy_fhir_user == "RelatedPerson":
+        return f"RelatedPerson/{related_person_id(grant.user_key, grant.patient_key)}"
+    return f"Patient/{PATIENTS_BY_KEY[grant.user_key or grant.patient_key].fhir_id}"
+
+
+def related_person_id(user_key: str, patient_key: str) -> str:
+    return f"RP-{PATIENTS_BY_KEY[user_key].fhir_id}-{PATIENTS_BY_KEY[patient_key].fhir_id}"
 
 
 def _grant_ended(grant: SandboxGrant, now: datetime, unused_days: int) -> str:
@@ -528,6 +603,17 @@ def token_refresh(*, client: Client, form: dict[str, str]) -> dict[str, Any]:
     now = clock_now(tenant)
     switches = tenant_switches(tenant)
     refresh = form.get("refresh_token", "")
+    if refresh:
+        reused = (
+            SandboxRetiredRefreshToken.objects.select_related("grant")
+            .filter(token_hash=sha256(refresh), grant__tenant=tenant)
+            .first()
+        )
+        if reused is not None and reused.grant.client_id == client.client_id:
+            # A rotated refresh token presented again (stolen, or replayed): the whole family,
+            # the current refresh token and its access tokens included, is revoked.
+            grant_revoke(grant_id=reused.grant_id)
+            raise OAuthError("invalid_grant", "token:refresh-token-reused")
     with transaction.atomic():
         grant = (
             SandboxGrant.objects.select_for_update()
@@ -554,6 +640,9 @@ def token_refresh(*, client: Client, form: dict[str, str]) -> dict[str, Any]:
         grant.last_used_at = now
         rotated = _new_refresh_token(grant) if switches.refresh_token_rotation else ""
         if rotated:
+            SandboxRetiredRefreshToken.objects.create(
+                token_hash=grant.refresh_token_hash, grant=grant, retired_at=now
+            )
             grant.refresh_token_hash = sha256(rotated)
         grant.save(update_fields=["last_refresh_at", "last_used_at", "refresh_token_hash"])
         access_token = _issue(grant, now=now, scope=scope)
@@ -596,6 +685,7 @@ class TokenContext:
     client_id: str
     patient_key: str
     scopes: frozenset[str]
+    profile: str = conf.PROFILE_CERNER
 
 
 def bearer_check(
@@ -631,16 +721,20 @@ def introspect(*, token: str) -> dict[str, Any]:
     if row.expires_at <= now:
         return {"active": False}
     patient = PATIENTS_BY_KEY[row.grant.patient_key]
-    return {
+    user = PATIENTS_BY_KEY[row.grant.user_key or row.grant.patient_key]
+    switches = tenant_switches(row.grant.tenant)
+    body = {
         "active": True,
         "scope": row.scope,
         "client_id": row.grant.client_id,
         "token_type": "Bearer",
         "exp": int(row.expires_at.timestamp()),
         "patient": patient.fhir_id,
-        "tenant": row.grant.tenant,
-        "sub": patient.username,
+        "sub": user_subject(user, switches),
     }
+    if not switches.generic:
+        body["tenant"] = row.grant.tenant
+    return body
 
 
 def grants_for(

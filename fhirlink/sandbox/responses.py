@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpResponse
 
-from .conf import REALM
+from .conf import PROFILE_CERNER, PROFILE_GENERIC, REALM
 
 FHIR_JSON = "application/fhir+json"
 
@@ -50,8 +50,19 @@ def unauthorized(description: str = "Token has expired or signature is invalid")
     return response
 
 
-def insufficient_scope() -> HttpResponse:
-    """Cerner's 403 for a missing scope: not an OperationOutcome."""
+def insufficient_scope(profile: str = PROFILE_CERNER, resource_type: str = "") -> HttpResponse:
+    """403 for a missing scope: Cerner's is not an OperationOutcome; the generic profile's is
+    (FHIR's shape, issue code ``forbidden``), with RFC 6750's challenge."""
+    if profile == PROFILE_GENERIC:
+        what = f" to read {resource_type}" if resource_type else ""
+        response = outcome_response(
+            403,
+            "forbidden",
+            f"The access token has no scope{what}.",
+            location=["http.Authorization"],
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="fhir", error="insufficient_scope"'
+        return response
     body = {
         "code": 403,
         "message": (

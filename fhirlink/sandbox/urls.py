@@ -44,6 +44,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path(f"{SMART}/token", views_oauth.token, name="token"),
     path(f"{SMART}/token/revoke", views_oauth.revoke, name="revoke"),
     path(f"{T}/sandbox/login", views_oauth.login, name="login"),
+    path(f"{T}/sandbox/pick", views_oauth.pick, name="pick"),
     path(f"{T}/sandbox/approve", views_oauth.approve, name="approve"),
     path(f"{T}/personas/patient/my-authorizations", views_oauth.manage, name="manage"),
     path(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import faults
-from .conf import PATIENTS_BY_ID, PATIENTS_BY_KEY, PATIENTS_BY_ORDINAL, TestPatient
+from .conf import PATIENTS_BY_ID, PATIENTS_BY_KEY, PATIENTS_BY_ORDINAL, PROFILE_CERNER, TestPatient
 from .fhir import data
 from .fhir.data import Ctx, Row
 from .fhir.index import changes_version, page_asc, page_desc, row_get, rows_for
@@ -220,10 +221,14 @@ def _post_faults(
 
 @csrf_exempt
 def fhir_endpoint(
-    request: HttpRequest, tenant: str, rtype: str, rid: str | None = None
+    request: HttpRequest,
+    tenant: str,
+    rtype: str,
+    rid: str | None = None,
+    profile: str = PROFILE_CERNER,
 ) -> HttpResponse:
     state = tenant_state(tenant)
-    if not state.exists:
+    if not state.exists or state.profile != profile:
         return outcome_response(403, "forbidden", "Tenant not valid or accessible.")
     if request.method not in {"GET", "HEAD"}:
         return outcome_response(405, "not-supported", "The patient persona cannot write.")
@@ -238,10 +243,11 @@ def fhir_endpoint(
     )
     if token is None:
         return unauthorized()
+    token = replace(token, profile=profile)
     if faults.count_request(tenant, active):
         grant_revoke(grant_id=token.grant_id)
         return unauthorized("Token has been revoked")
-    ctx = Ctx(tenant=tenant, base=fhir_base(origin_of(request), tenant))
+    ctx = Ctx(tenant=tenant, base=fhir_base(origin_of(request), tenant, profile))
     if rtype == "Binary":
         if rid is None:
             return outcome_response(405, "not-supported", "Binary supports read only.")
@@ -265,7 +271,7 @@ def _need_scope(token: TokenContext, rtype: str, interaction: str) -> None:
     """Every read and search needs a scope for its type, references included (a Practitioner
     read without a Practitioner scope is 403), as at the strictest real server."""
     if not allows(token.scopes, rtype, interaction):
-        raise Denied(insufficient_scope())
+        raise Denied(insufficient_scope(token.profile, rtype))
 
 
 def _forbidden() -> Denied:
@@ -310,7 +316,7 @@ def _read(ctx: Ctx, token: TokenContext, rtype: str, rid: str) -> dict[str, Any]
         raise _forbidden()
     limited = allowed_categories(token.scopes, rtype, "read")
     if limited is not None and row.category not in limited:
-        raise Denied(insufficient_scope())
+        raise Denied(insufficient_scope(token.profile, rtype))
     return resource
 
 
@@ -388,7 +394,7 @@ def _search(request: HttpRequest, ctx: Ctx, token: TokenContext, rtype: str) -> 
         # Granted only some categories: the search must ask for those (or fewer) only.
         asked = token_values(",".join(q.get("category", [])))
         if not asked or not asked <= limited:
-            raise Denied(insufficient_scope())
+            raise Denied(insufficient_scope(token.profile, rtype))
     revinclude = q.get("_revinclude", [])
     if revinclude:
         if not spec.revinclude or revinclude != ["Provenance:target"]:
@@ -396,7 +402,7 @@ def _search(request: HttpRequest, ctx: Ctx, token: TokenContext, rtype: str) -> 
         if not allows(token.scopes, "Provenance", "search") and not allows(
             token.scopes, "Provenance", "read"
         ):
-            raise Denied(insufficient_scope())
+            raise Denied(insufficient_scope(token.profile, "Provenance"))
     count = spec.page_size
     if spec.count is not None:
         default, maximum = spec.count
@@ -588,7 +594,7 @@ def _binary(request: HttpRequest, ctx: Ctx, token: TokenContext, rid: str) -> Ht
         or allows(token.scopes, "DiagnosticReport", "read")
         or allows(token.scopes, "DocumentReference", "search")
     ):
-        return insufficient_scope()
+        return insufficient_scope(token.profile, "Binary")
     if not rid.startswith(("XR-", "TR-")):
         return outcome_response(404, "not-found", f"Resource Binary/{rid} not found.")
     located = _locate(ctx.tenant, "DocumentReference", rid[3:])

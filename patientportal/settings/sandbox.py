@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from .dev import *  # noqa: F403
 
-ROOT_URLCONF = "fhirlink.sandbox.urls"
+# SANDBOX_PROFILE=generic serves the second profile instead (a standards-only SMART App Launch
+# 2.x server, fhirlink/sandbox/urls_generic.py; 127.0.0.1:8002 in the demo).
+SANDBOX_PROFILE = env.str("SANDBOX_PROFILE", default="cerner")  # noqa: F405
+ROOT_URLCONF = (
+    "fhirlink.sandbox.urls_generic" if SANDBOX_PROFILE == "generic" else "fhirlink.sandbox.urls"
+)
 
 # Browsers send cookies by host, not port: the sandbox on :8001 must never read or touch the
 # main app's session and CSRF cookies on :8000 (and vice versa).

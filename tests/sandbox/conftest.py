@@ -100,12 +100,17 @@ class Smart:
         scopes: list[str] | None = None,
         client_id: str = CLIENT,
         untick: tuple[str, ...] = (),
+        pick: str | None = None,
+        untick_categories: tuple[str, ...] = (),
         **extra: str,
     ) -> tuple[OAuth2Session, str, str]:
         oauth = self.session(client_id=client_id, scopes=scopes)
         state = secrets.token_urlsafe(12)
         url = self.authorize_url(oauth, state=state, **extra)
-        return oauth, self.sandbox.login(patient, url, untick=untick), state
+        location = self.sandbox.login(
+            patient, url, untick=untick, pick=pick, untick_categories=untick_categories
+        )
+        return oauth, location, state
 
     def launch(
         self,
@@ -114,12 +119,16 @@ class Smart:
         scopes: list[str] | None = None,
         client_id: str = CLIENT,
         untick: tuple[str, ...] = (),
+        pick: str | None = None,
+        untick_categories: tuple[str, ...] = (),
         **fetch: Any,
     ) -> Launch:
         oauth = self.session(client_id=client_id, scopes=scopes)
         state, nonce = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         url = self.authorize_url(oauth, state=state, nonce=nonce)
-        location = self.sandbox.login(patient, url, untick=untick)
+        location = self.sandbox.login(
+            patient, url, untick=untick, pick=pick, untick_categories=untick_categories
+        )
         assert query_of(location).get("state") == state, location
         token = oauth.fetch_token(
             self.config["token_endpoint"],
@@ -141,6 +150,15 @@ def smart(sandbox, monkeypatch) -> Smart:
     monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
     sandbox.register_client(CLIENT, REDIRECT)
     return Smart(sandbox)
+
+
+@pytest.fixture
+def generic_smart(generic_sandbox, monkeypatch) -> Smart:
+    """The same client against the sandbox's generic SMART 2.x profile."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+    generic_sandbox.register_client(CLIENT, REDIRECT)
+    return Smart(generic_sandbox)
 
 
 @pytest.fixture

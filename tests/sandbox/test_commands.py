@@ -113,9 +113,12 @@ def test_patients_command_lists_logins(capsys):
         "joesandbox",
         "timsandbox",
         "hugosandbox",
+        "parentsandbox",
+        "",  # the child: no login of her own, managed by parentsandbox
     ]
-    assert [r["large"] for r in rows] == [False, False, False, True]
+    assert [r["large"] for r in rows] == [False, False, False, True, False, False]
     assert rows[3]["observations"] == 50_400
+    assert [r["manages"] for r in rows] == [[], [], [], [], ["12800106"], []]
 
 
 @pytest.mark.django_db

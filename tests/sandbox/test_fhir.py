@@ -10,6 +10,8 @@ import requests
 
 from fhirlink.sandbox.fhir.data import DATA_END, iso
 
+from .conftest import FULL_SCOPES
+
 pytestmark = pytest.mark.integration
 
 INSUFFICIENT_SCOPE = {
@@ -416,16 +418,26 @@ def test_every_patient_type_searches_and_reads(sandbox, nancy):
         assert first["fullUrl"] == f"{sandbox.fhir_base}/{rtype}/{first['resource']['id']}"
 
 
-def test_referenced_practitioner_organization_location_are_readable(sandbox, nancy):
+def test_referenced_practitioner_organization_location_are_readable(sandbox, smart, nancy):
     encounter = nancy.get(f"{sandbox.fhir_base}/Encounter?patient={nancy.token['patient']}").json()[
         "entry"
     ][1]["resource"]
     practitioner = encounter["participant"][0]["individual"]["reference"]
     organization = encounter["serviceProvider"]["reference"]
+    # Without their scopes, references are refused like any other type (issue #20).
+    denied = nancy.get(f"{sandbox.fhir_base}/{practitioner}")
+    assert denied.status_code == 403
+    assert denied.json() == INSUFFICIENT_SCOPE  # Cerner's shape, not an OperationOutcome
 
-    assert nancy.get(f"{sandbox.fhir_base}/{practitioner}").json()["resourceType"] == "Practitioner"
-    assert nancy.get(f"{sandbox.fhir_base}/{organization}").json()["resourceType"] == "Organization"
-    assert nancy.get(f"{sandbox.fhir_base}/Practitioner/999").status_code == 404
+    refs = ["user/Practitioner.rs", "user/Organization.rs", "user/Location.rs"]
+    launch = smart.launch(patient="nancy", scopes=[*FULL_SCOPES, *refs])
+    assert launch.get(f"{sandbox.fhir_base}/{practitioner}").json()["resourceType"] == (
+        "Practitioner"
+    )
+    assert launch.get(f"{sandbox.fhir_base}/{organization}").json()["resourceType"] == (
+        "Organization"
+    )
+    assert launch.get(f"{sandbox.fhir_base}/Practitioner/999").status_code == 404
 
 
 def test_patient_read_and_search(sandbox, nancy):

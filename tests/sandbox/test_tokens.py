@@ -242,8 +242,12 @@ def test_refresh_token_rotation_switch(smart, sandbox, nancy):
     rotated = _refresh(smart, nancy.token["refresh_token"]).json()
 
     assert rotated["refresh_token"] != nancy.token["refresh_token"]
+    again = _refresh(smart, rotated["refresh_token"])
+    assert again.status_code == 200
+    # Reusing a rotated refresh token fails and revokes the family (RFC 9700 4.14.2), the
+    # current refresh token included.
     assert _refresh(smart, nancy.token["refresh_token"]).json()["error"] == "invalid_grant"
-    assert _refresh(smart, rotated["refresh_token"]).status_code == 200
+    assert _refresh(smart, again.json()["refresh_token"]).json()["error"] == "invalid_grant"
 
 
 def test_offline_lifetime_switch(smart, sandbox, nancy):

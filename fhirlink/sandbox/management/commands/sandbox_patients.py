@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from fhirlink.sandbox.conf import PATIENTS
+from fhirlink.sandbox.conf import PATIENTS, PATIENTS_BY_KEY
 from fhirlink.sandbox.fhir.data import COUNTS
 
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "key": p.key,
                 "username": p.username,
@@ -27,6 +27,7 @@ class Command(BaseCommand):
                 "name": f"{p.given} {p.family}",
                 "observations": COUNTS["Observation"][1 if p.large else 0],
                 "large": p.large,
+                "manages": [PATIENTS_BY_KEY[k].fhir_id for k in p.manages],
             }
             for p in PATIENTS
         ]
@@ -34,7 +35,13 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(rows))
             return
         for row in rows:
+            login = row["username"] or "(no login)"
+            manages = (
+                f"  manages Patient/{', Patient/'.join(row['manages'])} (generic profile's picker)"
+                if row["manages"]
+                else ""
+            )
             self.stdout.write(
-                f"{row['key']:<6} {row['username']:<13} {row['password']:<20} "
-                f"Patient/{row['fhir_id']}  {row['observations']} Observations"
+                f"{row['key']:<6} {login:<13} {row['password']:<20} "
+                f"Patient/{row['fhir_id']}  {row['observations']} Observations{manages}"
             )
