@@ -60,6 +60,13 @@ DEMO_SCOPES = [
     "fhirUser",
     "offline_access",
 ]
+# Read when a record refers to them, so requested too (fhirlink.services.discovery).
+REFERENCE_SCOPES = [
+    "patient/Practitioner.rs",
+    "patient/Organization.rs",
+    "patient/Location.rs",
+    "patient/Medication.rs",
+]
 
 
 def junit_xml(path: Path, results: dict[str, str]) -> Path:
@@ -169,6 +176,7 @@ def test_pack_for_the_demo_sandbox_health_system(demo, tmp_path, monkeypatch):
     assert [r["scope"] for r in rows] == [
         *DEMO_SCOPES,
         *[f"patient/{r}.rs" for r in demo.resources],
+        *REFERENCE_SCOPES,
     ]
     assert pack["scopes"]["unused"] == []
     observation = next(r for r in rows if r["resource"] == "Observation")
@@ -265,6 +273,7 @@ def test_changing_a_health_systems_scopes_changes_the_pack(demo):
         "patient/Patient.rs",
         "patient/Condition.rs",
         "patient/Communication.rs",
+        *REFERENCE_SCOPES,
     ]
     assert after != before
     # Least privilege: a scope nothing uses is called out.

@@ -38,6 +38,8 @@ def diagram_model(*, health_system: HealthSystem) -> dict[str, Any]:
     broker = urlsplit(settings.CELERY_BROKER_URL).scheme
     redis = bool(getattr(settings, "REDIS_URL", None)) or broker in {"redis", "rediss"}
     public = _host(settings.PUBLIC_BASE_URL)
+    app_scheme = urlsplit(settings.PUBLIC_BASE_URL).scheme.upper()
+    ehr_scheme = urlsplit(health_system.fhir_base_url).scheme.upper()
     doc = health_system.discovery or {}
     ehr_auth = _host(doc["authorization_endpoint"]) if doc.get("authorization_endpoint") else ""
     push = [
@@ -67,7 +69,7 @@ def diagram_model(*, health_system: HealthSystem) -> dict[str, Any]:
         else "Push providers (none configured)",
     }
     flows = [
-        Flow("app", "web", "HTTPS: API (bearer token, scopes), OAuth 2.0 code + PKCE"),
+        Flow("app", "web", f"{app_scheme}: API (bearer token, scopes), OAuth 2.0 code + PKCE"),
         Flow("app", "browser", "opens authorize URL"),
         Flow(
             "browser",
@@ -76,8 +78,8 @@ def diagram_model(*, health_system: HealthSystem) -> dict[str, Any]:
             + (f" at {ehr_auth}" if ehr_auth else ""),
         ),
         Flow("browser", "web", "callback /fhirlink/callback (code, state)"),
-        Flow("web", "ehr", "HTTPS: discovery, token exchange, JWKS (no redirects)"),
-        Flow("worker", "ehr", "HTTPS: FHIR R4 search/read, refresh, revoke (bearer)"),
+        Flow("web", "ehr", f"{ehr_scheme}: discovery, token exchange, JWKS (no redirects)"),
+        Flow("worker", "ehr", f"{ehr_scheme}: FHIR R4 search/read, refresh, revoke (bearer)"),
         Flow("web", "db", "SQL"),
         Flow("worker", "db", "SQL"),
         Flow("web", "cache", "cache, task queue"),

@@ -30,6 +30,8 @@ class PdfUnavailable(Exception):
 def pack_pdf(html: str) -> bytes:
     """PDF from the pack's HTML (WeasyPrint: pango for text layout; nothing fetched: the only
     image is an inline data URI)."""
+    # WeasyPrint reports every layout step at INFO; the pack's command says what it wrote.
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
     try:
         from weasyprint import HTML
     except OSError as exc:  # its cffi bindings could not load libpango / libpangoft2
@@ -37,8 +39,6 @@ def pack_pdf(html: str) -> bytes:
             "WeasyPrint needs Debian's libpango-1.0-0 and libpangoft2-1.0-0"
         ) from exc
 
-    # WeasyPrint reports every layout step at INFO; the pack's command says what it wrote.
-    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
     pdf: bytes = HTML(string=html, base_url=None).write_pdf()
     return pdf
 

@@ -1,19 +1,22 @@
 """The SMART scopes requested from one health system, each with the feature that needs it.
 
-Derived from the code that requests and uses them, never written by hand: the scope list is
-what `fhirlink.scopes.requested_scopes` computes for the registration (against its cached
-discovery document when there is one), and each resource scope's features come from the sync
-plan (`fhirlink.services.sync.plan`) and the records API (`fhirlink.records.selectors`). A
-requested scope that no feature uses is flagged: least privilege says drop it.
+Derived from the code that requests and uses them, never written by hand: the scope list is what
+`fhirlink.services.discovery.launch_scopes` (the launch's own choice) computes for the
+registration, the types the sync reads by reference included, against its cached discovery
+document when there is one; each resource scope's features come from the sync plan
+(`fhirlink.services.sync.plan`) and the records API (`fhirlink.records.selectors`). A requested
+scope that no feature uses is flagged: least privilege says drop it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fhirlink.exceptions import EhrMisconfigured
 from fhirlink.models import HealthSystem
 from fhirlink.records.selectors import RECORD_TYPES, TIMELINE_TYPES
-from fhirlink.scopes import BASE_SCOPES, requested_scopes
+from fhirlink.scopes import BASE_SCOPES
+from fhirlink.services.discovery import launch_scopes
 from fhirlink.services.sync import plan
 
 BASE_SCOPE_FEATURES: dict[str, str] = {
@@ -53,7 +56,7 @@ def resource_features(resource: str) -> list[str]:
     elif resource in plan.READ_TYPES:
         features.append("Sync: read once per sync (the patient's own resource)")
     elif resource in plan.REFERENCE_TYPES:
-        features.append("Sync: read when a synced record refers to it")
+        features.append("Sync: read when a synced record refers to it (names, places, drugs)")
     elif resource == "Binary":
         features.append("Sync: DocumentReference attachments (documents), within size/type limits")
     slug = _api_slug(resource)
@@ -74,12 +77,11 @@ def scopes_requested(*, health_system: HealthSystem) -> dict[str, Any]:
     """The scope rows for the pack. Uses the cached discovery (no network); without one, what
     would be requested if the server supports every configured resource."""
     doc = health_system.discovery or {}
-    scopes, chosen = requested_scopes(
-        resources=health_system.resources or [],
-        supported_resources=doc.get("resources") or None,
-        scopes_supported=doc.get("scopes_supported"),
-        syntax=health_system.scope_syntax,
-    )
+    try:
+        # Exactly what a launch asks for (fhirlink.services.launch uses the same function).
+        scopes, chosen = launch_scopes(health_system, doc)
+    except EhrMisconfigured:
+        scopes, chosen = [], []
     source = (
         f"cached discovery of {health_system.discovery_fetched_at.isoformat()}"
         if doc and health_system.discovery_fetched_at
@@ -98,7 +100,7 @@ def scopes_requested(*, health_system: HealthSystem) -> dict[str, Any]:
                 }
             )
             continue
-        resource = scope.split("/", 1)[1].split(".", 1)[0]
+        resource = scope.split("/", 1)[1].split(".", 1)[0].split("?", 1)[0]
         features = resource_features(resource)
         rows.append(
             {
