@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from fhirlink.records.export import FORMATS
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field(
+    {
+        "type": "string",
+        "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        "description": "YYYY-MM-DD (midnight UTC) or an ISO 8601 date-time.",
+    }
+)
 class FlexibleDateTimeField(serializers.Field[datetime, str, str, Any]):
     """A date (YYYY-MM-DD, midnight UTC) or an ISO 8601 date-time with offset."""
 
@@ -22,9 +27,10 @@ class FlexibleDateTimeField(serializers.Field[datetime, str, str, Any]):
             if len(text) == 10:
                 return datetime.combine(date.fromisoformat(text), time.min, tzinfo=UTC)
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            # In UTC: PostgreSQL refuses offsets past +-15:59 that Python reads (e.g. -19:29).
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             raise serializers.ValidationError("Use YYYY-MM-DD or an ISO 8601 date-time.") from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()

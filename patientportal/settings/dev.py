@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import *  # noqa: F403
 from .base import (
+    CONTENT_SECURITY_POLICY,
     FHIRLINK_APP_RETURN_URIS,
     INSTALLED_APPS,
     OAUTH2_PROVIDER,
@@ -42,3 +43,18 @@ INSTALLED_APPS = [*INSTALLED_APPS, "fhirlink.sandbox", "patientportal.demo_clien
 # back to it with the connection id and outcome (patientportal/demo_client).
 if f"{PUBLIC_BASE_URL}/demo/" not in FHIRLINK_APP_RETURN_URIS:
     FHIRLINK_APP_RETURN_URIS = [*FHIRLINK_APP_RETURN_URIS, f"{PUBLIC_BASE_URL}/demo/"]
+
+# The sandbox's sign-in form redirects the browser to this origin's SMART callback, and the OAuth
+# approval to the /demo/ client, over http on loopback (any port: the demo's, a test's live
+# server); Chromium applies form-action to the redirect that follows a form.
+CONTENT_SECURITY_POLICY = {
+    **CONTENT_SECURITY_POLICY,
+    "DIRECTIVES": {
+        **CONTENT_SECURITY_POLICY["DIRECTIVES"],
+        "form-action": [
+            *CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"],
+            "http://127.0.0.1:*",
+            "http://localhost:*",
+        ],
+    },
+}

@@ -165,6 +165,23 @@ def test_impossible_calendar_date_in_access_log_since_is_400(patient, api_client
     }
 
 
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/api/v1/access-log", "since"),
+        ("/api/v1/access-log", "until"),
+        ("/api/v1/records/trends", "date_to"),
+        ("/api/v1/records/conditions", "date_from"),
+    ],
+)
+def test_date_with_an_offset_the_database_refuses_is_not_a_500(patient, me, path, param):
+    """OWASP ASVS 5.0 V2.2.1: an ISO 8601 date-time with an offset Python reads and PostgreSQL
+    refuses (-19:29; found by the fuzzer as a 500) is read in UTC and served."""
+    grant_ehr_sync(patient)
+    response = me.get(path, {param: "1283-02-09T14:26:14-19:29"})
+    assert response.status_code == 200, response.content
+
+
 @pytest.mark.parametrize("path", DRF_LISTS + RECORDS_LISTS)
 @pytest.mark.parametrize(
     ("page_size", "code"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -33,7 +34,10 @@ def _datetime_param(request: Request, name: str) -> Any:
         return None
     try:
         value = parse_datetime(raw)
-    except ValueError:  # well-formed but impossible: 2024-02-30, 25:61
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python reads (e.g. -19:29).
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible: 2024-02-30, 25:61
         value = None
     if value is None:
         raise ValidationError({name: ["Use an ISO 8601 date-time."]}, code="invalid")

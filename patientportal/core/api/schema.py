@@ -86,15 +86,23 @@ _COMMON = {
 def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR_SCHEMA
+    body_required: set[str] = set()
     for name, keywords in _REQUEST_EXTRA.items():
         for component in (f"{name}Request", f"Patched{name}Request"):
             if component in components:
                 components[component].update(keywords)
+                if "minProperties" in keywords or "oneOf" in keywords:
+                    body_required.add(f"#/components/schemas/{component}")
     ref = {"$ref": "#/components/schemas/Error"}
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            # A body whose schema needs at least one property is itself required.
+            body = operation.get("requestBody", {})
+            refs = {m.get("schema", {}).get("$ref") for m in body.get("content", {}).values()}
+            if refs & body_required:
+                body["required"] = True
             # An optional query parameter sent empty (`?status=`) is read as not sent, by DRF
             # (QueryDict input), django-filter and the views alike: say so (OpenAPI 3.0).
             for parameter in operation.get("parameters", []):
