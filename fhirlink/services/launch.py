@@ -125,14 +125,33 @@ def redirect_uri_key(uri: str) -> str | None:
     return None
 
 
+def _origin(url: str | None) -> str:
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else ""
+
+
 def redirect_uri_shared(health_system: HealthSystem) -> bool:
-    """True when another enabled health system names the same redirect URI (the legacy shared
-    path): then only `iss` can tell the authorization servers apart."""
-    return (
+    """True when another enabled health system at another server names the same redirect URI
+    (the legacy shared path): then only `iss` can tell the authorization servers apart.
+
+    Systems at the same FHIR and authorization origins (the tenants of one EHR vendor's
+    platform, e.g. Oracle's fhir-myrecord.cerner.com / authorization.cerner.com) are one
+    operator: a code sent to a sibling tenant's token endpoint reaches no third party (and is
+    refused there), so they may share a redirect URI without `iss`."""
+    own_fhir = _origin(health_system.fhir_base_url)
+    own_authz = _origin((health_system.discovery or {}).get("authorization_endpoint"))
+    others = (
         HealthSystem.objects.filter(enabled=True, redirect_uri=health_system.redirect_uri)
         .exclude(pk=health_system.pk)
-        .exists()
+        .values_list("fhir_base_url", "discovery__authorization_endpoint")
     )
+    for fhir_base_url, authorization_endpoint in others.iterator():
+        if _origin(fhir_base_url) != own_fhir:
+            return True
+        authz = _origin(authorization_endpoint if isinstance(authorization_endpoint, str) else "")
+        if own_authz and authz and authz != own_authz:
+            return True
+    return False
 
 
 # --- The app's return URI ------------------------------------------------------------------------

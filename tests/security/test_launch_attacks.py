@@ -493,30 +493,44 @@ def test_mix_up_iss_required_when_advertised(consenting_patient, connect, ehr):
     assert ehr.token_requests == []
 
 
-@pytest.mark.parametrize(("iss", "outcome"), [(None, "iss_missing"), ("ok", "connected")])
+@pytest.mark.parametrize(
+    ("other_fhir_base", "iss", "outcome"),
+    [
+        ("https://fhir.other.example.test/r4/t3", None, "iss_missing"),
+        ("https://fhir.other.example.test/r4/t3", "ok", "connected"),
+        # Another tenant of the same vendor's platform (same FHIR and authorization origins).
+        ("https://fhir-myrecord.example.test/r4/t3", None, "connected"),
+    ],
+)
 def test_mix_up_shared_legacy_redirect_uri_requires_iss(
-    iss, outcome, consenting_patient, api_client_for, client, ehr, health_system
+    other_fhir_base,
+    iss,
+    outcome,
+    consenting_patient,
+    api_client_for,
+    client,
+    ehr,
+    health_system,
 ):
     """RFC 9700 §4.4.2 (distinct redirect URIs, or `iss`): registrations made before
-    per-health-system redirect URIs keep the shared /fhirlink/callback; while more than one
-    enabled health system shares it, only `iss` tells their servers apart, so it is required."""
-    for slug in ("test-health", "other-legacy"):
-        HealthSystem.objects.filter(slug="test-health").update(redirect_uri=REDIRECT_URI)
-        if slug == "other-legacy":
-            health_system_register(
-                slug=slug,
-                name="Other (legacy)",
-                fhir_base_url="https://fhir.other.example.test/r4/t3",
-                client_id="portal-other",
-                client_auth="public",
-                redirect_uri=REDIRECT_URI,
-            )
+    per-health-system redirect URIs keep the shared /fhirlink/callback; while it is shared with
+    a health system at another server, only `iss` tells them apart, so it is required. Tenants
+    of one vendor's platform (same origins) are one operator and may share it."""
+    HealthSystem.objects.filter(slug="test-health").update(redirect_uri=REDIRECT_URI)
+    health_system_register(
+        slug="other-legacy",
+        name="Other (legacy)",
+        fhir_base_url=other_fhir_base,
+        client_id="portal-other",
+        client_auth="public",
+        redirect_uri=REDIRECT_URI,
+    )
     run = _begin(api_client_for, client, consenting_patient, health_system)
     assert run.redirect_uri == REDIRECT_URI
     ehr.authz_iss = fake_cerner.AS_ISSUER if iss else None
     result = launch_return(client, REDIRECT_URI, ehr.authorize(run.authorize_url))
     assert result["outcome"] == outcome
-    assert len(ehr.token_requests) == (1 if iss else 0)
+    assert len(ehr.token_requests) == (1 if outcome == "connected" else 0)
 
 
 def test_mix_up_code_only_to_the_issuing_servers_token_endpoint(
