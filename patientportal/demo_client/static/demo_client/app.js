@@ -20,7 +20,7 @@
   var FINISHED = ["succeeded", "partial", "failed"];
   var PURPOSE_ORDER = ["ehr_sync", "care_team_access", "engagement", "ai_processing"];
   var TREND_PREFERENCE = ["85354-9", "29463-7", "8867-4", "8310-5", "2339-0"];
-  var state = { pollTimer: null, timelineCursor: null, logCursor: null, connections: [] };
+  var state = { pollTimer: null, timelineCursor: null, logCursor: null, connections: [], person: "self" };
 
   // --- small DOM helpers ----------------------------------------------------------------------
 
@@ -347,8 +347,44 @@
     return api("GET", "connections?page_size=50").then(function (page) {
       state.connections = page.results;
       renderConnections();
+      renderPeople();
       return page.results;
     });
+  }
+
+  // --- whose record: the account holder's own, or someone they manage (a child, a parent) ------
+
+  var RELATIONSHIPS = { managed: "Someone you manage", child: "Your child", parent: "Your parent", partner: "Your partner", other: "Someone you manage" };
+
+  function managed(c) { return c.person && c.person.relationship !== "self" && c.status !== "disconnected"; }
+
+  function personName(c) {
+    if (!managed(c)) { return "Your own record"; }
+    return (c.person.label ? c.person.label + " · " : "") + RELATIONSHIPS[c.person.relationship] + " (" + c.health_system.name + ")";
+  }
+
+  // ?person= for the records API: "self" is the default and needs no parameter.
+  function personQuery(separator) {
+    return state.person === "self" ? "" : separator + "person=" + encodeURIComponent(state.person);
+  }
+
+  function renderPeople() {
+    var select = clear($("person-select"));
+    var people = state.connections.filter(managed);
+    select.appendChild(el("option", { value: "self", text: "Your own record" }));
+    people.forEach(function (c) { select.appendChild(el("option", { value: c.id, text: personName(c) })); });
+    if (state.person !== "self" && !people.some(function (c) { return c.id === state.person; })) { state.person = "self"; }
+    select.value = state.person;
+    $("person-picker").hidden = people.length === 0;
+  }
+
+  function labelPerson(c, input, relationship, button) {
+    button.disabled = true;
+    showError(null);
+    guarded(api("PATCH", "connections/" + c.id, { label: input.value, relationship: relationship.value })).then(function () {
+      say("Saved.");
+      return loadConnections();
+    }).catch(function () { button.disabled = false; });
   }
 
   function renderConnections() {
@@ -364,16 +400,32 @@
         }),
         el("button", { type: "button", class: "button small secondary", text: "Keep it", onclick: function () { confirmBox.hidden = true; } }),
       ]);
+      var personBox = managed(c) ? el("div", { class: "actions person-edit" }, [
+        el("label", { for: "label-" + c.id, text: "Name" }),
+        el("input", { id: "label-" + c.id, type: "text", maxlength: "60", value: c.person.label || "" }),
+        el("select", { "aria-label": "Relationship" }, ["managed", "child", "parent", "partner", "other"].map(function (r) {
+          var option = el("option", { value: r, text: RELATIONSHIPS[r] });
+          if (r === c.person.relationship) { option.selected = true; }
+          return option;
+        })),
+        el("button", { type: "button", class: "button small secondary", text: "Save",
+          onclick: function (event) {
+            var box = event.currentTarget.parentNode;
+            labelPerson(c, box.querySelector("input"), box.querySelector("select"), event.currentTarget);
+          } }),
+      ]) : el("span", { hidden: true });
       var granted = (c.granted_resources || []).join(", ");
       var declined = (c.declined_resources || []).join(", ");
       list.appendChild(el("li", { "data-connection": c.id, "data-status": c.status }, [
         el("div", { class: "row-head" }, [el("span", { class: "row-title", text: c.health_system.name }), statusBadge(c.status)]),
         el("dl", { class: "kv" }, [
+          el("dt", { text: "Whose record" }), el("dd", { "data-field": "person", text: personName(c) }),
           el("dt", { text: "Shared" }), el("dd", { class: "granted", text: granted || "—" }),
           el("dt", { text: "Not shared" }), el("dd", { class: "declined", text: declined || "—" }),
           el("dt", { text: "Last sync" }), el("dd", { text: c.last_synced_at ? formatDate(c.last_synced_at, true) : "not yet" }),
         ]),
         syncView(c.sync),
+        personBox,
         el("div", { class: "actions" }, [
           el("button", {
             type: "button", class: "button small secondary", text: "Sync now",
@@ -463,7 +515,7 @@
   }
 
   function loadSummary() {
-    return api("GET", "records/summary").then(function (summary) {
+    return api("GET", "records/summary" + personQuery("?")).then(function (summary) {
       var target = clear($("summary-body"));
       var empty = !summary.demographics && COUNT_LABELS.every(function (pair) { return !summary.counts[pair[0]]; });
       $("summary-empty").hidden = !empty;
@@ -491,7 +543,7 @@
   }
 
   function loadTrendCodes() {
-    return api("GET", "records/trends").then(function (data) {
+    return api("GET", "records/trends" + personQuery("?")).then(function (data) {
       var select = clear($("trend-code"));
       var available = (data.available || []).filter(function (a) { return a.unit; });
       var codes = available.map(function (a) { return a.code; });
@@ -526,7 +578,7 @@
 
   function loadTrend(code) {
     if (!code) { return Promise.resolve(); }
-    return api("GET", "records/trends?code=" + encodeURIComponent(code)).then(drawTrend);
+    return api("GET", "records/trends?code=" + encodeURIComponent(code) + personQuery("&")).then(drawTrend);
   }
 
   var SVG = "http://www.w3.org/2000/svg";
@@ -585,7 +637,7 @@
   }
 
   function loadTimeline(more) {
-    var path = "records/timeline?page_size=20" + (more && state.timelineCursor ? "&cursor=" + encodeURIComponent(state.timelineCursor) : "");
+    var path = "records/timeline?page_size=20" + personQuery("&") + (more && state.timelineCursor ? "&cursor=" + encodeURIComponent(state.timelineCursor) : "");
     return api("GET", path).then(function (page) {
       var list = $("timeline-list");
       if (!more) { clear(list); }
@@ -667,6 +719,7 @@
     $("sign-in").addEventListener("click", signIn);
     $("sign-out").addEventListener("click", signOut);
     $("trend-code").addEventListener("change", function (event) { loadTrend(event.target.value).catch(showError); });
+    $("person-select").addEventListener("change", function (event) { state.person = event.target.value; loadRecords(); });
     $("timeline-more").addEventListener("click", function () { loadTimeline(true).catch(showError); });
     $("log-more").addEventListener("click", function () { loadAccessLog(true).catch(showError); });
     $("log-refresh").addEventListener("click", function () { loadAccessLog(false).catch(showError); });
