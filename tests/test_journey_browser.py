@@ -10,6 +10,7 @@ disconnect with purge. A phone-sized screenshot of each step goes to `screenshot
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from typing import Any
@@ -124,6 +125,12 @@ def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
     base = live_server.url
     callback = f"{base}/fhirlink/callback"
     settings.PUBLIC_BASE_URL = base
+    # The CSP's form-action names this server's origin as the settings had it at import: the
+    # sandbox's approval form sends the browser on to this live server's callback.
+    policy = copy.deepcopy(getattr(settings, "CONTENT_SECURITY_POLICY", None) or {})
+    if "form-action" in policy.get("DIRECTIVES", {}):
+        policy["DIRECTIVES"]["form-action"] = [*policy["DIRECTIVES"]["form-action"], base]
+        settings.CONTENT_SECURITY_POLICY = policy
     settings.FHIRLINK_REDIRECT_URI = callback
     settings.FHIRLINK_APP_RETURN_URIS = [
         "org.patientportal.app:/connections/result",

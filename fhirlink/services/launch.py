@@ -601,13 +601,17 @@ def _complete(
     )
     # The code goes only to the token endpoint of the server this attempt was sent to (found
     # by its state, checked against the redirect URI and `iss` above).
-    token = oauth_client.exchange_code(
-        health_system,
-        token_endpoint=attempt.token_endpoint,
-        code=code,
-        redirect_uri=attempt.redirect_uri,
-        code_verifier=verifier,
-    )
+    try:
+        token = oauth_client.exchange_code(
+            health_system,
+            token_endpoint=attempt.token_endpoint,
+            code=code,
+            redirect_uri=attempt.redirect_uri,
+            code_verifier=verifier,
+        )
+    except oauth_client.UnusableToken as unusable:
+        _revoke_obtained(attempt, unusable.token)
+        raise
     try:
         return _link(attempt, token, doc, request=request)
     except BaseException:

@@ -71,6 +71,15 @@ class TokenResponse(dict[str, Any]):
     __str__ = __repr__
 
 
+class UnusableToken(http.EhrTerminal):
+    """The server issued tokens we cannot use (e.g. not Bearer): `token` holds them, so that the
+    caller can revoke them (RFC 7009). Never in the message or the repr."""
+
+    def __init__(self, message: str, *, token: TokenResponse) -> None:
+        super().__init__(message)
+        self.token = token
+
+
 def _client_auth(
     health_system: HealthSystem, *, endpoint: str
 ) -> tuple[dict[str, str], tuple[str, str] | None]:
@@ -110,7 +119,7 @@ def _token_call(
         raise http.EhrTerminal("token endpoint answered an invalid token response") from None
     result = TokenResponse(token)
     if str(result.get("token_type", "")).lower() != "bearer":
-        raise http.EhrTerminal("token endpoint issued a non-Bearer token")
+        raise UnusableToken("token endpoint issued a non-Bearer token", token=result)
     scope = result.get("scope")
     if isinstance(scope, list):
         result["scope"] = " ".join(scope)

@@ -556,6 +556,7 @@ def test_mix_up_code_only_to_the_issuing_servers_token_endpoint(
         ("patient_mismatch", "fhir_user_mismatch"),
         ("practitioner", "fhir_user_not_patient"),
         ("database", "internal_error"),
+        ("non_bearer", "token_exchange_failed"),
     ],
 )
 def test_failed_launch_tokens_are_revoked(
@@ -563,14 +564,23 @@ def test_failed_launch_tokens_are_revoked(
 ):
     """RFC 7009 §2, RFC 9700 §2.2 / §4.14 (limit token lifetime and privilege), OWASP ASVS
     5.0 V10.2: a launch refused after the code exchange (an id_token check, a patient
-    mismatch, a failure while linking) revokes the refresh and the access token it obtained
-    at the server's revocation endpoint; nothing is stored."""
+    mismatch, a failure while linking, a token we cannot use) revokes the refresh and the
+    access token it obtained at the server's revocation endpoint; nothing is stored."""
     if failure == "id_token_signature":
         ehr.id_token_key = fake_cerner.new_rsa_key("x")[0]
     elif failure == "patient_mismatch":
         ehr.fhir_user = "not-a-reference"  # (another Patient is a proxy: test_people.py)
     elif failure == "practitioner":
         ehr.fhir_user = f"{fake_cerner.FHIR_BASE}/Practitioner/12742069"
+    elif failure == "non_bearer":
+        issue = ehr._token
+
+        def mac_token(request: Any) -> tuple[int, dict[str, str], str]:
+            status, headers, body = issue(request)
+            return status, headers, json.dumps({**json.loads(body), "token_type": "mac"})
+
+        ehr.rsps.remove(responses.POST, fake_cerner.TOKEN_URL)
+        ehr.rsps.add_callback(responses.POST, fake_cerner.TOKEN_URL, callback=mac_token)
     else:
 
         def broken(*args: Any, **kwargs: Any) -> list[str]:

@@ -110,6 +110,11 @@ def test_http_errors_carry_no_body():
     error = http.EhrTerminal("token endpoint refused", oauth_error="invalid_grant", status=400)
     _assert_hidden(error, ACCESS, REFRESH, VERIFIER)
     _assert_hidden(LaunchRefused("id_token_signature"), ACCESS)
+    unusable = oauth_client.UnusableToken(
+        "token endpoint issued a non-Bearer token",
+        token=oauth_client.TokenResponse(access_token=ACCESS, refresh_token=REFRESH),
+    )
+    _assert_hidden(unusable, ACCESS, REFRESH)
 
 
 @pytest.mark.django_db
