@@ -168,6 +168,11 @@ class RecordsBase(AccessLoggedAPIMixin, APIView):
     permission_classes = PATIENT_API
     required_scopes = ["records:read"]
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Whose record each read was of, so the access log can be read per person.
+        self.access_log_touch(query={"person": request.query_params.get("person") or "self"})
+
 
 class RecordsSummaryView(RecordsBase):
     access_log_resource_type = "summary"

@@ -25,8 +25,12 @@ def access_events_for_patient(
     actor_kind: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    person: str | None = None,
 ) -> QuerySet[AccessEvent]:
     events = AccessEvent.objects.filter(patient_id=patient.pk)
+    if person:
+        # The reads of one person's record (the records API logs `person` on each row).
+        events = events.filter(query__person=person)
     if action:
         events = events.filter(action=action)
     if actor_kind:

@@ -193,3 +193,19 @@ def test_idor_another_account_cannot_label_a_connection(family, api_client_for):
     family["child"].refresh_from_db()
     assert family["child"].label_blob is None
     assert family["child"].relationship == Relationship.CHILD
+
+
+def test_access_log_reads_per_person(family, api_client_for):
+    """The access log says whose record each read was of, and can be read per person."""
+    child = str(family["child"].pk)
+    family["api"].get(reverse("fhirlink-records-summary"))
+    family["api"].get(reverse("fhirlink-records-summary"), {"person": child})
+    family["api"].get(reverse("fhirlink-records-timeline"), {"person": child})
+    log = api_client_for(family["parent"], scope="audit:read")
+    url = "/api/v1/access-log"
+    mine = log.get(url, {"person": "self"}).json()["results"]
+    theirs = log.get(url, {"person": child}).json()["results"]
+    assert [e["resource_type"] for e in mine] == ["summary"]
+    assert sorted(e["resource_type"] for e in theirs) == ["summary", "timeline"]
+    bad = log.get(url, {"person": "nope"})
+    assert bad.status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC
 from typing import Any
 
@@ -44,6 +45,20 @@ def _datetime_param(request: Request, name: str) -> Any:
     return value
 
 
+def _person_param(request: Request) -> str | None:
+    raw = request.query_params.get("person")
+    if not raw:
+        return None
+    if raw != "self":
+        try:
+            raw = str(uuid.UUID(raw))
+        except ValueError:
+            raise ValidationError(
+                {"person": ["Use 'self' or the id of a record you manage."]}, code="invalid"
+            ) from None
+    return raw
+
+
 class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEvent]):
     """Every access to the patient's data, newest first. Reading it is logged too."""
 
@@ -54,7 +69,7 @@ class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEven
     filter_backends: list[Any] = []
     queryset = AccessEvent.objects.none()  # for the schema; get_queryset serves
     access_log_resource_type = "AccessEvent"
-    access_log_filter_params = ("action", "actor_kind", "since", "until")
+    access_log_filter_params = ("action", "actor_kind", "since", "until", "person")
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
@@ -70,6 +85,7 @@ class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEven
             actor_kind=actor_kind,
             since=_datetime_param(self.request, "since"),
             until=_datetime_param(self.request, "until"),
+            person=_person_param(self.request),
         )
 
     def access_log_resource_id(self, row: Any) -> Any:
@@ -82,6 +98,14 @@ class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEven
             OpenApiParameter("actor_kind", str, enum=ActorKind.values),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601"),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601, exclusive"),
+            OpenApiParameter(
+                "person",
+                str,
+                description=(
+                    "Only the reads of one person's record: `self` or the id of a record you "
+                    "manage (as in the records API's `person`)."
+                ),
+            ),
         ],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
