@@ -16,24 +16,22 @@ DocumentReference by id (never a URL or content) and ends `partial`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
 
-from fhirlink import http, vault
+from fhirlink import http
 from fhirlink.conf import sync_settings
 from fhirlink.ehr.fhir import FhirPageError, LimitExceeded
 from fhirlink.models import SyncedResource, SyncRun, SyncRunStatus
 from fhirlink.models.sync import StreamStatus
-from fhirlink.services.sync.store import resource_payload
 from fhirlink.sync import queue
+from fhirlink.sync.attachments import FHIR_ID, attachment_urls, binary_names
 from fhirlink.sync.context import (
     CONNECTION_ENDED,
     TOKEN_RETRYABLE,
     backoff,
-    base_url,
     fhir_client,
     run_check,
     slot_release,
@@ -46,8 +44,6 @@ from fhirlink.sync.write import resources_store
 
 logger = logging.getLogger(__name__)
 
-# A FHIR id (R4 `id`): what an error may name. Anything else taken from a URL is left out.
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 BINARY_TOO_LARGE = "binary_too_large"
 REFERENCE_RETRIES_PER_RUN = 100
 Job = tuple[str, str, str]  # ("ref", "Type/id", "") or ("binary", URL, DocumentReference id)
@@ -141,54 +137,20 @@ def jobs_left(run: SyncRun, *, streams_pending: bool) -> list[Job]:
 
 
 def binary_jobs(run: SyncRun, *, record: bool = True) -> list[Job]:
-    """The attachments to download: this server's Binary URLs not stored yet, of an allowed
-    content type, each with a DocumentReference naming it; none when Binary was not granted.
-    One whose declared size is over the bound is not downloaded: with `record`, an error on
-    the run instance (the caller holds its lock and saves `errors`)."""
+    """The attachments to download (see `attachments.attachment_urls`); none when Binary was
+    not granted. One whose declared size is over the bound is not downloaded: with `record`,
+    an error on the run instance (the caller holds its lock and saves `errors`)."""
     if "DocumentReference" not in run.resource_types or "Binary" not in (
         run.connection.granted_resources or []
     ):
         return []
-    cfg = sync_settings()
-    allowed = set(cfg.binary_content_types)
-    have = set(
-        SyncedResource.objects.filter(
-            connection_id=run.connection_id, resource_type="Binary"
-        ).values_list("fhir_id", flat=True)
-    )
-    base = base_url(run).rstrip("/") + "/Binary/"
-    urls: dict[str, str] = {}
-    too_large: dict[str, tuple[str, int]] = {}
-    try:
-        cipher = vault.patient_cipher(patient_id=run.connection.patient_id, create=False)
-    except vault.KeyDestroyed:
-        return []
-    rows = SyncedResource.objects.filter(
-        connection_id=run.connection_id, resource_type="DocumentReference", deleted_at__isnull=True
-    ).order_by("fhir_id")
-    for row in rows.iterator(chunk_size=200):
-        for content in resource_payload(row, cipher=cipher).get("content") or []:
-            attachment = content.get("attachment") if isinstance(content, dict) else None
-            if not isinstance(attachment, dict):
-                continue
-            url = str(attachment.get("url") or "")
-            if not url.startswith(base) or url[len(base) :] in have:
-                continue  # only this server's Binary (never another host), not stored yet
-            if allowed and str(attachment.get("contentType", "")).split(";")[0] not in allowed:
-                continue
-            size = attachment.get("size")
-            if isinstance(size, int) and size > cfg.max_binary_bytes:
-                too_large.setdefault(url, (row.fhir_id, size))
-                continue
-            urls.setdefault(url, row.fhir_id)
+    urls, too_large = attachment_urls(run)
     if record:
         for url, (document, size) in sorted(too_large.items()):
             if url not in urls:  # else another attachment names it without a size
-                run.errors = [
-                    *run.errors,
-                    {"type": "Binary", "code": BINARY_TOO_LARGE, **_binary_names(url, document)}
-                    | {"size": size},
-                ][-100:]
+                error = {"type": "Binary", "code": BINARY_TOO_LARGE}
+                run.errors = [*run.errors, {**error, **binary_names(url, document), "size": size}]
+        run.errors = run.errors[-100:]
     return [("binary", url, document) for url, document in sorted(urls.items())]
 
 
@@ -265,7 +227,7 @@ def _extra_done(
             return []
         if error:
             if kind == "binary":
-                names = _binary_names(item, document)
+                names = binary_names(item, document)
                 locked.errors = [*locked.errors, {"type": "Binary", "code": error, **names}][-100:]
             else:
                 rtype, _, fhir_id = item.partition("/")
@@ -291,14 +253,3 @@ def _decoded_size(data: dict[str, Any]) -> int:
     """The decoded length of a Binary's base64 `data` (whitespace ignored), without decoding."""
     compact = "".join(str(data.get("data", "")).split())
     return len(compact) * 3 // 4 - (len(compact) - len(compact.rstrip("=")))
-
-
-def _binary_names(url: str, document: str) -> dict[str, str]:
-    """What an error about the Binary at `url` may say: the two FHIR ids, never the URL."""
-    names: dict[str, str] = {}
-    binary_id = url.rpartition("/Binary/")[2]
-    if FHIR_ID.fullmatch(binary_id):
-        names["id"] = binary_id
-    if FHIR_ID.fullmatch(document):
-        names["document"] = f"DocumentReference/{document}"
-    return names

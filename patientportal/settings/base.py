@@ -144,16 +144,6 @@ else:
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
         },
-        # The sync's per-health-system limiter (fhirlink.fhir_client.HealthSystemLimiter) in a
-        # directory of its own: a file cache lists its whole directory on every write and, past
-        # MAX_ENTRIES, deletes a random third of it, which in the shared one would cost a
-        # millisecond per request and could drop a held slot. The limiter keeps a fixed set of
-        # keys (slots, and rate counters reused every few seconds), so this one stays small.
-        "fhirlink-limiter": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(VAR_DIR / "cache-limiter"),
-            "OPTIONS": {"MAX_ENTRIES": 10_000},
-        },
     }
 
 # An embedded broker that needs no server and works across processes: kombu's SQLAlchemy
@@ -543,8 +533,8 @@ CELERY_BEAT_SCHEDULE["fhirlink-launch-attempts-purge"] = {
 }
 # Account deletion: revoke every connection at its health system, destroy tokens, erase data.
 ACCOUNT_DELETION_REQUEST_HANDLERS.append("fhirlink.tasks.on_account_deletion_requested")
-# Sync engine (fhirlink.services.sync). Per health system, shared by every worker: at most this
-# many requests in flight and this many per second (cache-based; Redis in production).
+# Sync engine (fhirlink.sync). Per health system, shared by every worker: at most this many
+# requests in flight and this many per second (fhirlink.ehr.limiter; Redis in production).
 FHIRLINK_SYNC_CONCURRENCY = env.int("FHIRLINK_SYNC_CONCURRENCY", default=4)
 FHIRLINK_SYNC_RATE_PER_SECOND = env.int("FHIRLINK_SYNC_RATE_PER_SECOND", default=50)
 # Where those two limits are kept (fhirlink.ehr.limiter): Redis in production; in the embedded
@@ -559,16 +549,6 @@ FHIRLINK_SYNC_MAX_ATTEMPTS_PER_REQUEST = env.int(
 )
 FHIRLINK_SYNC_BACKOFF_BASE = env.float("FHIRLINK_SYNC_BACKOFF_BASE", default=0.5)
 FHIRLINK_SYNC_BACKOFF_MAX = env.float("FHIRLINK_SYNC_BACKOFF_MAX", default=30.0)
-# Processes (per worker process, started with it or with its first sync, and kept) that prepare
-# pages: canonical JSON, columns and R4 validation, the CPU-bound part of a sync, so it runs
-# beside the GIL-bound fetching and writing instead of on the same core (0: on the fetch
-# threads). Each holds the fhir.resources models (~60 MB). Works in prefork children (billiard).
-FHIRLINK_SYNC_PREPARE_PROCESSES = env.int("FHIRLINK_SYNC_PREPARE_PROCESSES", default=2)
-# Start them (and load the models) when a Celery worker process starts, so that its first sync
-# does not wait for them (about a second); false: when the worker process's first sync starts.
-FHIRLINK_SYNC_PREPARE_AT_WORKER_START = env.bool(
-    "FHIRLINK_SYNC_PREPARE_AT_WORKER_START", default=True
-)
 # A page that is not JSON/FHIR is quarantined and asked for again this many times.
 FHIRLINK_SYNC_PAGE_RETRIES = env.int("FHIRLINK_SYNC_PAGE_RETRIES", default=2)
 # Bounds.
@@ -602,8 +582,9 @@ FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS = env.int(
     "FHIRLINK_SYNC_WATERMARK_OVERLAP_SECONDS", default=600
 )
 FHIRLINK_SYNC_RECONCILE_DAYS = env.float("FHIRLINK_SYNC_RECONCILE_DAYS", default=7)
-# The worker running a sync renews its lease after every page; a run whose lease expired is
-# taken over (resumed from its checkpoints), at most this many attempts.
+# A run's steps renew its lease; a run whose lease expired, or with a stream that has not moved
+# for a lease (a lost step message), is taken over (resumed from its checkpoints), at most this
+# many attempts.
 FHIRLINK_SYNC_LEASE_SECONDS = env.int("FHIRLINK_SYNC_LEASE_SECONDS", default=60)
 FHIRLINK_SYNC_MAX_ATTEMPTS = env.int("FHIRLINK_SYNC_MAX_ATTEMPTS", default=5)
 FHIRLINK_SYNC_QUARANTINE_BYTES = env.int("FHIRLINK_SYNC_QUARANTINE_BYTES", default=256 * 1024)

@@ -11,7 +11,7 @@ import pytest
 from fhirlink.models import Connection, SyncedResource, SyncRun
 from fhirlink.services.launch import health_system_redirect_uri
 from fhirlink.services.registry import health_system_register
-from fhirlink.services.sync.engine import sync_connection_run
+from fhirlink.sync.inline import sync_connection_run
 from tests.factories import PatientFactory
 from tests.fhirlink.conftest import SYNC_CLIENT_ID, grant_ehr_sync
 from tests.fixtures.launch import launch_begin, launch_return

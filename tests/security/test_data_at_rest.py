@@ -36,7 +36,7 @@ from fhirlink import vault
 from fhirlink.models import Connection, SyncedResource
 from fhirlink.records import export as records_export
 from fhirlink.services.connections import connection_disconnect, connection_disconnect_all
-from fhirlink.services.sync.engine import sync_connection_run
+from fhirlink.sync.inline import sync_connection_run
 from fhirlink.services.sync.prepare import columns_extract
 from fhirlink.services.sync.store import resource_payload
 from patientportal.accesslog.models import AccessAction, AccessEvent, ActorKind

@@ -121,6 +121,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--skip-latency", action="store_true")
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=4,
+            help="worker processes of the production layout (deploy/bin/worker's default: 4)",
+        )
+        parser.add_argument(
+            "--skip-workers", action="store_true", help="only the in-process reference rows"
+        )
+        parser.add_argument(
             "--child",
             default="",
             # internal: one measurement
@@ -196,9 +205,8 @@ class Command(BaseCommand):
         at_setting = self._measure("full", large, conc, configured)
         rps = full["resources"] / full["seconds"] if full["seconds"] else 0.0
         cpus = os.cpu_count() or 1
-        prep = int(settings.FHIRLINK_SYNC_PREPARE_PROCESSES)
         rows += [
-            ("machine", f"{cpus} CPUs (shared with the sandbox), {prep} preparation processes"),
+            ("machine", f"{cpus} CPUs (shared with the sandbox)"),
             (
                 "rate limit of the measured syncs",
                 f"{rate} requests/s (FHIRLINK_SYNC_RATE_PER_SECOND: {configured}; see below)",
@@ -208,7 +216,7 @@ class Command(BaseCommand):
             ("plain download loop, no latency", f"{plain['seconds']:.2f} s"),
             ("full sync, no latency", f"{full['seconds']:.2f} s  ({rps:,.0f} resources/s)"),
             (
-                "  CPU: plain loop / full sync (sync process + preparation)",
+                "  CPU: plain loop / full sync",
                 f"{plain['cpu']:.1f} s / {full['cpu']:.1f} + {full['cpu_children']:.1f} s",
             ),
             (
@@ -232,8 +240,7 @@ class Command(BaseCommand):
             ),
             (
                 "peak RSS, full sync large",
-                f"{full['maxrss_mb']:.0f} MB (each preparation process: "
-                f"{full['children_maxrss_mb']:.0f} MB)",
+                f"{full['maxrss_mb']:.0f} MB",
             ),
             (
                 f"peak RSS, full sync small ({small_full['resources']} resources)",
@@ -284,6 +291,8 @@ class Command(BaseCommand):
                     + _ok(seq["seconds"] >= 3 * lat["seconds"]),
                 ),
             ]
+        if not options["skip_workers"]:
+            rows += self._production_layout(large, small, conc, rate, options)
         # A measurement of a run that lost a stream proves nothing: say so.
         syncs = [
             ("full", full),
@@ -302,18 +311,105 @@ class Command(BaseCommand):
         for name, value in rows:
             self.stdout.write(f"{name.ljust(width)}  {value}")
 
+    def _production_layout(
+        self, large: str, small: str, conc: int, rate: int, options: dict[str, Any]
+    ) -> list[tuple[str, str]]:
+        """Issue #21's targets, measured with real worker processes (`sync_bench`)."""
+        from django.db import connection as db
+
+        from fhirlink.management.sync_bench import parse_validate_cpu, worker_sync
+
+        procs = options["processes"]
+        env = _child_env(conc, rate)
+
+        def run(connection_id: str | None, kind: str) -> dict[str, Any]:
+            return worker_sync(connection_id=connection_id, kind=kind, processes=procs, env=env)
+
+        idle = run(None, "idle")["cpu"]
+        full, small_full, incr = run(large, "full"), run(small, "full"), run(large, "incremental")
+        count, validate = parse_validate_cpu(large)
+        per_resource = (full["cpu"] - idle) / max(full["resources"], 1)
+        floor = validate / max(count, 1)
+        incr_cpu = max(incr["cpu"] - idle, 1e-6)
+        broker = str(settings.CELERY_BROKER_URL).split(":", 1)[0]
+        rows = [
+            (
+                "production layout",
+                f"{procs} worker processes (prefork), broker {broker}, database {db.vendor}",
+            ),
+            (
+                "first sync, workers, no latency",
+                f"{full['seconds']:.2f} s, {full['resources']} resources, {full['status']}",
+            ),
+            (
+                "  CPU per stored resource / parse + validate alone (target <= 1.5)",
+                f"{1000 * per_resource:.3f} / {1000 * floor:.3f} ms = {per_resource / floor:.2f}"
+                + _ok(per_resource <= 1.5 * floor),
+            ),
+            (
+                "no-change incremental, workers",
+                f"{incr['requests']} requests for {incr['types']} types, {incr['written']} written,"
+                f" {incr_cpu:.2f} s CPU",
+            ),
+            (
+                "  connections kept fresh per hour per core (target >= 50,000)",
+                f"{3600 / incr_cpu:,.0f}"
+                + _ok(
+                    3600 / incr_cpu >= 50_000
+                    and incr["written"] == 0
+                    and incr["requests"] <= incr["types"]
+                ),
+            ),
+            (
+                "  peak RSS per worker process, large / small (target <= 1.3)",
+                f"{full['peak_rss_mb']:.0f} / {small_full['peak_rss_mb']:.0f} MB = "
+                f"{full['peak_rss_mb'] / max(small_full['peak_rss_mb'], 1):.2f}"
+                + _ok(full["peak_rss_mb"] <= 1.3 * small_full["peak_rss_mb"]),
+            ),
+        ]
+        if not options["skip_latency"]:
+            latency = options["latency_ms"]
+            _quiet("sandbox_faults", "--tenant", TENANT, "--latency-ms", str(latency))
+            try:
+                lat = run(large, "full")
+                seq = self._measure("plain", large, conc, rate)
+            finally:
+                _quiet("sandbox_faults", "--clear", "--tenant", TENANT)
+            bound = max(
+                lat["requests"] * latency / 1000 / conc, lat["critical_pages"] * latency / 1000
+            )
+            rows += [
+                (
+                    f"first sync, workers, {latency} ms latency, concurrency {conc}",
+                    f"{lat['seconds']:.2f} s (minimum {bound:.2f} s), {lat['status']}",
+                ),
+                (
+                    "  / network-bound minimum (target <= 1.2)",
+                    f"{lat['seconds'] / bound:.2f}" + _ok(lat["seconds"] <= 1.2 * bound),
+                ),
+                (
+                    "  types one after another / first sync (target >= 3)",
+                    f"{seq['seconds']:.2f} / {lat['seconds']:.2f} s = "
+                    f"{seq['seconds'] / lat['seconds']:.2f}"
+                    + _ok(seq["seconds"] >= 3 * lat["seconds"]),
+                ),
+                (
+                    "  summary's types stored after the request (target <= 3 s)",
+                    f"{lat['summary_seconds']:.2f} s" + _ok(lat["summary_seconds"] <= 3),
+                ),
+            ]
+        rows.append(
+            (
+                "  every worker sync succeeded",
+                _ok(all(m["status"] == "succeeded" for m in (full, small_full, incr))).strip(),
+            )
+        )
+        return rows
+
     def _measure(
         self, kind: str, connection_id: str, concurrency: int, rate: int
     ) -> dict[str, Any]:
-        env = dict(
-            os.environ,
-            FHIRLINK_SYNC_CONCURRENCY=str(concurrency),
-            FHIRLINK_SYNC_RATE_PER_SECOND=str(rate),
-        )
-        # As a production worker runs: DEBUG on keeps (and formats) every query's SQL; glibc's
-        # malloc arenas as deploy/bin/worker (and make demo) bound them.
-        env.setdefault("DEBUG", "false")
-        env.setdefault("MALLOC_ARENA_MAX", "2")
+        env = _child_env(concurrency, rate)
         out = subprocess.run(  # noqa: S603 (this very command)
             [
                 sys.executable,
@@ -432,18 +528,10 @@ class Command(BaseCommand):
         gc_freeze_startup()  # as a worker process does once it has started (the plain loop too)
         if kind == "plain":
             return _plain(connection)
-        if settings.FHIRLINK_SYNC_PREPARE_AT_WORKER_START:
-            # As a worker process does when it starts (fhirlink.sync_tasks): its preparation
-            # processes are up before its first sync.
-            from fhirlink.services.sync.engine import preparation_start
-            from fhirlink.services.sync.prepare import pool_ready
-
-            preparation_start()
-            pool_ready()
         if kind == "full":
             SyncedResource.objects.filter(connection=connection).delete()
             SyncWatermark.objects.filter(connection=connection).delete()
-        from fhirlink.services.sync.engine import sync_connection_run
+        from fhirlink.sync.inline import sync_connection_run
 
         start = time.perf_counter()
         status = sync_connection_run(connection_id=connection.pk, trigger="staff")
@@ -463,11 +551,21 @@ class Command(BaseCommand):
         }
 
 
-def _usage() -> dict[str, float]:
-    """Peak RSS and CPU seconds of this process and of its (joined) preparation processes."""
-    from fhirlink.services.sync.prepare import pool_close
+def _child_env(concurrency: int, rate: int) -> dict[str, str]:
+    env = dict(
+        os.environ,
+        FHIRLINK_SYNC_CONCURRENCY=str(concurrency),
+        FHIRLINK_SYNC_RATE_PER_SECOND=str(rate),
+    )
+    # As a production worker runs: DEBUG on keeps (and formats) every query's SQL; glibc's
+    # malloc arenas as deploy/bin/worker (and make demo) bound them.
+    env.setdefault("DEBUG", "false")
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
 
-    pool_close()
+
+def _usage() -> dict[str, float]:
+    """Peak RSS and CPU seconds of this process (and of its children, if any)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {

@@ -1,19 +1,13 @@
 """Pure, Django-free preparation of synced resources: canonical JSON, filter columns, R4
-validation, references. CPU-bound; `prepare_start` runs large pages in a small process pool
-(`FHIRLINK_SYNC_PREPARE_PROCESSES`) so validation does not serialise on the writer thread.
-Spawned pool processes import only this module and `fhirlink.fhirjson` (no Django)."""
+validation (fhir.resources, as the library ships it), references. The sync digests every
+resource first and validates only the new or changed ones (`fhirlink.sync.write`)."""
 
 from __future__ import annotations
 
-import gc
 import hmac
 import logging
-import os
 import re
-import threading
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -137,9 +131,7 @@ def _is_masked(value: Any, depth: int = 0) -> bool:
 
 
 class Columns(NamedTuple):
-    """The store's clear columns of one resource. A named tuple, not a dataclass: the pool
-    sends 52,000 of them to the writer on a first sync, and a tuple pickles and unpickles in
-    half the time (the unpickling holds the writer's process's GIL)."""
+    """The store's columns of one resource (the filter columns before they are hashed)."""
 
     version_id: str = ""
     last_updated: datetime | None = None
@@ -197,9 +189,6 @@ def columns_extract(resource: dict[str, Any], canonical: bytes | None = None) ->
 
 @lru_cache(maxsize=128)
 def _model_class(resource_type: str) -> Any:
-    from fhirlink.services.sync import fhir_core_speedup
-
-    fhir_core_speedup.apply()  # before the first model of this process is built
     from fhir.resources.R4B import get_fhir_model_class
 
     try:
@@ -284,20 +273,7 @@ def references_in(
     return found
 
 
-# --- Pages ---------------------------------------------------------------------------------------
-
-
-def page_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    """A searchset page's resources, without OperationOutcomes (search warnings)."""
-    return [
-        e["resource"]
-        for e in bundle.get("entry") or []
-        if isinstance(e, dict)
-        and isinstance(e.get("resource"), dict)
-        and e["resource"].get("resourceType") != "OperationOutcome"
-        and (e.get("search") or {}).get("mode", "match") != "outcome"
-    ]
-
+# --- Preparing a page ----------------------------------------------------------------------------
 
 # (canonical JSON, columns, validation error, keyed digest); None: left to the writer.
 Prepared = tuple[bytes, Columns | None, str | None, str | None]
@@ -312,8 +288,7 @@ def prepare_one(
     resource: dict[str, Any], validate: bool = True, digest_key: bytes | None = None
 ) -> Prepared:
     """A resource's canonical JSON and, validating, its columns and verdict; with `digest_key`,
-    its digest too (a pool process computes it, so that the writer's process does not: the
-    digest releases the GIL and the writer then waits to get it back, 52,000 times)."""
+    its digest too."""
     canonical = canonical_json(resource)
     digest = keyed_digest(digest_key, canonical) if digest_key is not None else None
     if not validate:
@@ -321,270 +296,7 @@ def prepare_one(
     return canonical, columns_extract(resource, canonical), resource_validate(resource), digest
 
 
-Refs = set[tuple[str, str]]
-
-
-def _references(
-    resources: list[dict[str, Any]], prepared: list[Prepared], wanted: tuple[str, ...]
-) -> Refs:
-    """The references to the `wanted` types in prepared resources (read from their canonical
-    JSON)."""
-    refs: Refs = set()
-    if wanted:
-        wanted_set = set(wanted)
-        for resource, (canonical, *_) in zip(resources, prepared, strict=True):
-            refs |= references_in(resource, canonical, wanted_set)
-    return refs
-
-
-# The garbage collector's thresholds while syncing (the default is 700, 10, 10): a page parses
-# into some 16,000 containers and the writer allocates as many, so the default collects young
-# objects several times per page and walks every page in flight each tenth time; what a sync
-# allocates is freed by reference counting, so fewer collections lose nothing. Measured on the
-# large patient: the sync process's collections took 2.2 s of a first sync, 0.2 s with these.
-GC_THRESHOLD = (25_000, 20, 20)
-
-
-@contextmanager
-def collector_relaxed() -> Iterator[None]:
-    """Run the block with `GC_THRESHOLD`, then restore the process's own thresholds."""
-    before = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLD)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
-def _pool_process_init(model_types: tuple[str, ...]) -> None:
-    """A pool process's start (billiard's `initializer`): load the models of `model_types`
-    now, not page by page. A cold pool's first pages used to wait about a second for one
-    model import after another, and the fetch threads, their queue full, with them. Then keep
-    the garbage collector from walking those models again (8 % of the pool's CPU): a pool
-    process only prepares pages."""
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    for resource_type in model_types:
-        _model_class(resource_type)
-    _settle()
-
-
-def _exit_with_parent(parent: int, every: float = 1.0) -> None:
-    """In a pool process: exit once the process that started the pool is gone. A pool's
-    processes outlived a worker killed with SIGKILL (by the OOM killer, an orchestrator, the
-    kill test): each holds both ends of the pool's task pipe, so it never reads an end of file,
-    and waits for tasks forever."""
-    while os.getppid() == parent:
-        time.sleep(every)
-    os._exit(0)
-
-
-_settled = False
-
-
-def _settle() -> None:
-    global _settled
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-    _settled = True
-
-
-def _prepare_chunk(
-    resources: list[dict[str, Any]], wanted: tuple[str, ...], digest_key: bytes | None = None
-) -> tuple[list[Prepared], Refs]:
-    """In a pool process: resources prepared and validated, and their references."""
-    prepared = [prepare_one(r, digest_key=digest_key) for r in resources]
-    refs = _references(resources, prepared, wanted)
-    if not _settled:  # a pool started with no model types: settle once its first page is done
-        _settle()
-    return prepared, refs
-
-
-def _prepare_page(
-    body: bytes, wanted: tuple[str, ...], digest_key: bytes | None = None
-) -> tuple[list[Prepared], Refs]:
-    """In a pool process: `_prepare_chunk` of a page's resources, read from its raw body.
-    Parsing the page here costs less than pickling its resources across. A whole page goes to
-    one process (the processes take pages in turn): split over them, every process parsed
-    every page, a third more parsing for a few milliseconds less wait per page."""
-    return _prepare_chunk(page_resources(fhirjson.loads(body)), wanted, digest_key)
-
-
-_pool: Any = None  # a billiard Pool
-_pool_size = 0
-_pool_pid = 0  # the process that started `_pool` (a forked child must start its own)
-_pool_broken = False
-_pool_lock = threading.Lock()
-_pool_model_types: tuple[str, ...] = ()  # loaded by each pool process at its start
-POOL_TIMEOUT = 120  # seconds for one page's preparation before giving up on the pool
-
-
-def pool_start(size: int, model_types: Iterable[str]) -> None:
-    """Start the process's preparation pool now, if it is not running, without waiting for it:
-    its processes load the models of `model_types` while the caller goes on (a worker process
-    at its start, a sync at its own). Started by the first page instead, it made that page,
-    and the fetching behind it, wait for the pool."""
-    global _pool_model_types
-    _pool_model_types = tuple(sorted(set(model_types) | set(_pool_model_types)))
-    _get_pool(size)
-
-
-def pool_ready(timeout: float = 60) -> None:
-    """Wait until every process of the pool has started (the benchmark: a worker process that
-    started a while before its first sync)."""
-    pool, deadline = _pool, time.monotonic() + timeout
-    seen: set[int] = set()
-    while pool is not None and len(seen) < _pool_size and time.monotonic() < deadline:
-        seen |= {pid for pid, _ in pool.map(_process_state, [0.05] * _pool_size, chunksize=1)}
-
-
-def _process_state(pause: float) -> tuple[int, int]:
-    """In a pool process, after `pause` seconds (so that every process gets a turn): its pid,
-    and how many resource types it has looked up the models of."""
-    time.sleep(pause)
-    return os.getpid(), _model_class.cache_info().currsize
-
-
-def _get_pool(size: int) -> Any:
-    """The process's preparation pool (started on first use, kept for the process's life).
-
-    billiard (Celery's multiprocessing fork) rather than `concurrent.futures`: a prefork
-    worker's children are daemonic, and the standard library refuses to let them start
-    processes; billiard does not. Pool processes are spawned and import only this module."""
-    global _pool, _pool_size, _pool_pid, _pool_broken
-    if size <= 0 or _pool_broken:
-        return None
-    with _pool_lock:
-        if _pool is not None and _pool_pid != os.getpid():
-            _pool = None  # inherited through fork: its processes and threads are the parent's
-        if _pool is None or _pool_size != size:
-            try:
-                import billiard
-
-                if _pool is not None:
-                    _pool.terminate()
-                _pool = billiard.get_context("spawn").Pool(
-                    processes=size,
-                    initializer=_pool_process_init,
-                    initargs=(_pool_model_types,),
-                )
-                _pool_size, _pool_pid = size, os.getpid()
-            except (AssertionError, OSError, ValueError, ImportError):
-                logger.warning("sync: no preparation process pool; preparing inline")
-                _pool, _pool_broken = None, True
-                return None
-        return _pool
-
-
-class Preparing:
-    """A page's preparation, started by `prepare_start` (in the pool, or already done inline);
-    `get()` waits for it. The fetch thread starts it and goes on to fetch the next page; the
-    writer waits for it when it stores the page."""
-
-    def __init__(
-        self,
-        resources: list[dict[str, Any]],
-        *,
-        wanted: tuple[str, ...] = (),
-        pending: Any = None,
-        done: tuple[list[Prepared], Refs] | None = None,
-    ) -> None:
-        self._resources = resources
-        self._wanted = wanted
-        self._pending = pending  # billiard AsyncResult of [(prepared, refs), ...] per chunk
-        self._done = done
-
-    def _result(self) -> tuple[list[Prepared], Refs]:
-        if self._done is None:
-            try:
-                parts = self._pending.get(timeout=POOL_TIMEOUT)
-                prepared = [item for part, _ in parts for item in part]
-                if len(prepared) != len(self._resources):
-                    raise ValueError("the pool read a different page")
-                self._done = prepared, set().union(*(refs for _, refs in parts))
-            except Exception:
-                self._done = _pool_failed(self._resources, self._wanted)
-            self._pending = None
-        return self._done
-
-    def get(self) -> list[Prepared]:
-        return self._result()[0]
-
-    def references(self) -> Refs:
-        """References to the `wanted` types in the page's resources (see `referenced_ids`)."""
-        return self._result()[1]
-
-
-def _inline(
-    resources: list[dict[str, Any]], wanted: tuple[str, ...]
-) -> tuple[list[Prepared], Refs]:
-    """Canonical JSON and references, no validation (the writer validates changed resources)."""
-    prepared = [prepare_one(r, validate=False) for r in resources]
-    return prepared, _references(resources, prepared, wanted)
-
-
-def _pool_failed(
-    resources: list[dict[str, Any]], wanted: tuple[str, ...]
-) -> tuple[list[Prepared], Refs]:
-    global _pool_broken
-    logger.warning("sync: preparation pool failed; preparing inline", exc_info=True)
-    _pool_broken = True
-    return _inline(resources, wanted)
-
-
-def prepare_start(
-    resources: list[dict[str, Any]],
-    *,
-    body: bytes | None = None,
-    wanted: Iterable[str] = (),
-    processes: int = 0,
-    min_batch: int = 50,
-    digest_key: bytes | None = None,
-) -> Preparing:
-    """Start preparing `resources` (see `prepare_many`) and finding their references to the
-    `wanted` types, without waiting: in the pool, the page is validated while the caller goes
-    on (a page's body in one process; resources without a body split over the processes);
-    inline (small pages, no pool), it is done before this returns. `body`, the raw page the
-    resources were read from (`page_resources`), goes to the pool instead of the resources: a
-    pool process parses it faster than the resources pickle. `digest_key`: the pool digests
-    the payloads too (see `prepare_one`)."""
-    wanted_types = tuple(sorted(wanted))
-    pool = _get_pool(processes) if len(resources) >= min_batch else None
-    if pool is None:
-        return Preparing(resources, wanted=wanted_types, done=_inline(resources, wanted_types))
-    try:
-        if body is not None:
-            pending = pool.starmap_async(
-                _prepare_page,
-                [(body, wanted_types, digest_key)],
-            )
-        else:
-            chunk = max(1, -(-len(resources) // processes))
-            pending = pool.starmap_async(
-                _prepare_chunk,
-                [
-                    (resources[i : i + chunk], wanted_types, digest_key)
-                    for i in range(0, len(resources), chunk)
-                ],
-            )
-    except Exception:
-        return Preparing(resources, wanted=wanted_types, done=_pool_failed(resources, wanted_types))
-    return Preparing(resources, wanted=wanted_types, pending=pending)
-
-
-def prepare_many(
-    resources: list[dict[str, Any]], *, processes: int = 0, min_batch: int = 50
-) -> list[Prepared]:
-    """Canonical JSON for every resource, and (pool only) columns and validation. Inline, the
-    columns and validation are left to the caller for changed resources only."""
-    return prepare_start(resources, processes=processes, min_batch=min_batch).get()
-
-
-def pool_close() -> None:
-    """Stop the preparation pool (a worker's shutdown; the benchmark, to account for it)."""
-    global _pool
-    with _pool_lock:
-        if _pool is not None and _pool_pid == os.getpid():
-            _pool.close()
-            _pool.join()
-        _pool = None
+def prepare_many(resources: list[dict[str, Any]]) -> list[Prepared]:
+    """Canonical JSON for every resource; the columns and validation are left to the store,
+    for the new or changed resources only (digest first)."""
+    return [prepare_one(r, validate=False) for r in resources]

@@ -347,10 +347,7 @@ def resource_upsert_page(
     changed: list[tuple[str, str, Columns, str, str, bytes]] = []
     seen: dict[str, list[str]] = {}
     if prepared is None or len(prepared) != len(resources):
-        prepared = prepare_many(
-            list(resources),
-            processes=int(getattr(settings, "FHIRLINK_SYNC_PREPARE_PROCESSES", 0)),
-        )
+        prepared = prepare_many(list(resources))
     row = _RowBuilder(
         connection=connection,
         source_base_url=source_base_url,
