@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from fhirlink.records import sharing as sharing_states
 from fhirlink.records.export import FORMATS
 
 
@@ -157,6 +158,28 @@ class SummaryCountsSerializer(serializers.Serializer[Any]):
     documents = serializers.IntegerField()
 
 
+SHARING_HELP = (
+    "What the patient shared with this app at the health systems: `shared`, `partly_shared` "
+    "(some categories only, or at some health systems only), `not_shared` (the patient "
+    "declined it: its list is empty, never an error), `not_available` (not asked for, or the "
+    "health system does not offer it)."
+)
+
+
+class SharingCategorySerializer(serializers.Serializer[Any]):
+    category = serializers.CharField(help_text="An observation-category code, e.g. laboratory.")
+    sharing = serializers.ChoiceField(choices=sharing_states.STATES, help_text=SHARING_HELP)
+
+
+class SharingSerializer(serializers.Serializer[Any]):
+    record_type = serializers.CharField(help_text="As in /records/{record_type}.")
+    resource_type = serializers.CharField()
+    sharing = serializers.ChoiceField(choices=sharing_states.STATES, help_text=SHARING_HELP)
+    categories = SharingCategorySerializer(
+        many=True, help_text="Observation: one per observation-category code; otherwise empty."
+    )
+
+
 class SummarySerializer(serializers.Serializer[Any]):
     demographics = DemographicsSerializer(allow_null=True)
     conditions = RecordSerializer(many=True)
@@ -166,6 +189,9 @@ class SummarySerializer(serializers.Serializer[Any]):
     lab_results = RecordSerializer(many=True)
     immunizations = RecordSerializer(many=True)
     counts = SummaryCountsSerializer()
+    sharing = SharingSerializer(
+        many=True, help_text="Per record type (and Observation category): shared or not."
+    )
 
 
 class TrendPointSerializer(serializers.Serializer[Any]):

@@ -215,6 +215,23 @@ class RecordsSummaryView(RecordsBase):
                         "encounters": 0,
                         "documents": 0,
                     },
+                    "sharing": [
+                        {
+                            "record_type": "observations",
+                            "resource_type": "Observation",
+                            "sharing": "partly_shared",
+                            "categories": [
+                                {"category": "laboratory", "sharing": "shared"},
+                                {"category": "vital-signs", "sharing": "not_shared"},
+                            ],
+                        },
+                        {
+                            "record_type": "conditions",
+                            "resource_type": "Condition",
+                            "sharing": "not_shared",
+                            "categories": [],
+                        },
+                    ],
                 },
             )
         ],
@@ -222,13 +239,16 @@ class RecordsSummaryView(RecordsBase):
             "Demographics (from the synced Patient resource), active conditions, active "
             "medications, allergies, the latest vital sign per code, recent lab results and "
             "immunizations (newest first, up to 20 each) and the counts of each section. "
-            "Entered-in-error, masked and deleted records are never included."
+            "Entered-in-error, masked and deleted records are never included. `sharing` says, "
+            "per record type and per Observation category, whether the patient shared it with "
+            "this app at the health system (a type or category not shared lists empty, never "
+            "an error)."
         ),
     )
     def get(self, request: Request) -> Response:
         data, rows = summary.summary_build(patient=_patient(request))
         self.access_log_touch(resource_ids=[r.pk for r in rows], query={"count": len(rows)})
-        etag = _etag(rows, "summary", sorted(data["counts"].items()))
+        etag = _etag(rows, "summary", sorted(data["counts"].items()), data["sharing"])
         return _not_modified(request, etag) or _ok(data, etag)
 
 

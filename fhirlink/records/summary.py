@@ -1,5 +1,6 @@
 """The summary screen in one call: demographics, active conditions and medications, allergies,
-latest vital signs (one per code), recent lab results, immunizations, with counts."""
+latest vital signs (one per code), recent lab results, immunizations, with counts, and what the
+patient shared (`sharing`: per record type and Observation category, see `records.sharing`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from fhirlink.models import SyncedResource
-from fhirlink.records import normalize, paging, selectors
+from fhirlink.records import normalize, paging, selectors, sharing
 
 
 def _limit() -> int:
@@ -70,6 +71,7 @@ def summary_build(*, patient: Any) -> tuple[dict[str, Any], list[SyncedResource]
         "lab_results": norm(labs),
         "immunizations": norm(immunizations),
         "counts": counts,
+        "sharing": sharing.sharing_build(patient=patient),
     }
     rows = patients + conditions + medications + allergies + vitals + labs + immunizations
     return summary, rows
