@@ -283,3 +283,13 @@ def test_consent_to_some_observation_categories_grants_granular_scopes(
         untick_categories=("laboratory", "vital-signs", "social-history"),
     )
     assert none.token["scope"] == [*BASE_SCOPES, "patient/Condition.rs"]
+
+
+def test_the_plain_smart_client_check_completes_against_the_generic_profile(generic_sandbox):
+    from fhirlink.sandbox.smart_client_check import run_check
+
+    result = run_check(generic_sandbox.fhir_base, max_pages=2)
+
+    assert result.patient == generic_sandbox.large_patient.fhir_id
+    assert result.refreshed is True
+    assert result.pages == 2
