@@ -92,8 +92,8 @@ class NoStoreMiddleware:
     API and OAuth responses carry patient or account data (records, the access log, tokens),
     HTML pages carry a signed-in user's (or staff's) view: no browser, proxy or shared cache may
     keep any of it. Static files are served by WhiteNoise, above this middleware, and keep their
-    long-lived caching. A view that means to be cached publicly says so (`Cache-Control:
-    public, ...`) and is left alone.
+    long-lived caching. A view that already says no-store (e.g. "private, no-store"), or means
+    to be cached publicly (`Cache-Control: public, ...`), is left alone.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -101,7 +101,8 @@ class NoStoreMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if "public" not in response.get("Cache-Control", ""):
+        current = response.get("Cache-Control", "")
+        if "no-store" not in current and "public" not in current:
             response["Cache-Control"] = "no-store"
             if "Expires" in response:
                 del response["Expires"]
