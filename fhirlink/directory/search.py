@@ -6,7 +6,9 @@ entries, plus hand-registered health systems), rebuilt when the directory change
 search with two indexed MAX() queries). A query's tokens are matched against the index's
 vocabulary exactly, as prefixes (a patient still typing) and fuzzily (rapidfuzz's normalised
 Indel ratio, for typos); each entry scores the best match of every query token, weighted by
-field (name and aliases over city over state). Entries matching every token rank first.
+field (name and aliases over city over state). Entries matching every token rank first; among
+equal matches, those a patient can connect here (a hand registration, or an entry whose source a
+platform app covers) come before those they cannot, then the nearest to `near`.
 
 Measured (`manage.py directory_benchmark`): see README "Find your hospital". pg_trgm was the
 alternative; it needs an extension and a second code path for SQLite, and the index answers in a
@@ -52,6 +54,7 @@ class Item:
     sort_place: str
     state: str
     zip5: str
+    source: str = ""  # an entry's directory source; "" for a hand registration
 
 
 @dataclass
@@ -99,11 +102,13 @@ def _build(version: tuple[Any, ...]) -> DirectoryIndex:
 
     rows = (
         DirectoryEntry.objects.filter(status=EntryStatus.ACTIVE, held_back=False)
-        .values_list("pk", "health_system_id", "name", "aliases", "city", "state", "postal_code")
+        .values_list(
+            "pk", "health_system_id", "name", "aliases", "city", "state", "postal_code", "source"
+        )
         .order_by()
         .iterator(chunk_size=5000)
     )
-    for pk, hs_id, name, aliases, city, state, postal_code in rows:
+    for pk, hs_id, name, aliases, city, state, postal_code, source in rows:
         item = Item(
             key=str(hs_id or pk),
             kind="entry",
@@ -112,6 +117,7 @@ def _build(version: tuple[Any, ...]) -> DirectoryIndex:
             sort_place=" ".join(tokens(f"{city or ''} {state or ''}")),
             state=(state or "").upper(),
             zip5=zip5(postal_code or ""),
+            source=source,
         )
         weighted = [(name, NAME_WEIGHT), *((a, NAME_WEIGHT) for a in aliases or [])]
         add(item, [*weighted, (city or "", CITY_WEIGHT), (state or "", STATE_WEIGHT)])
@@ -209,10 +215,16 @@ def directory_search(
     def allowed(position: int) -> bool:
         return not state or index.items[position].state == state
 
+    def elsewhere(position: int) -> bool:
+        """True when the patient cannot connect this one here (no app covers its source)."""
+        item = index.items[position]
+        return item.kind == "entry" and item.source not in index.sources
+
     if not query:
         positions = [p for p in range(len(index.items)) if allowed(p)]
         positions.sort(
             key=lambda p: (
+                elsewhere(p),
                 _zip_distance(index.items[p].zip5, near5) if near5 else 0,
                 index.items[p].sort_name,
                 index.items[p].sort_place,
@@ -242,6 +254,7 @@ def directory_search(
         return (
             -matched[position],
             -round(scores[position], 6),
+            elsewhere(position),
             _zip_distance(item.zip5, near5) if near5 else 0,
             item.sort_name,
             item.sort_place,

@@ -133,6 +133,29 @@ def test_api_results_pages_and_availability(
     assert second["previous"] is not None
 
 
+def test_among_equal_matches_those_connectable_here_come_first(
+    directory: dict[str, str],
+) -> None:
+    """A second source's "Tenet HealthSystem Medical" in Detroit, covered by a platform app,
+    ties with Oracle's (not connectable here: no app for its source) and comes first."""
+    other = json.loads(bundle())
+    other["entry"] = other["entry"][4:6]  # tenet-1: Detroit, MI
+    directory_import(raw=json.dumps(other).encode(), source="other-vendor", origin="o.json")
+    platform_app_save(app=PlatformApp(source="other-vendor", name="Other app", client_id="o"))
+    covered = str(DirectoryEntry.objects.get(source="other-vendor").pk)
+
+    found = directory_search(text="tenet")
+    assert [i.pk for i in found] == [
+        covered,
+        directory["tenet-3"],
+        directory["tenet-1"],
+        directory["tenet-2"],
+    ]
+    assert [i.pk for i in directory_search(state="MI")] == [covered, directory["tenet-1"]]
+    # A better match still ranks first, whether connectable or not.
+    assert directory_search(text="tenet el paso", limit=1)[0].pk == directory["tenet-2"]
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
