@@ -73,9 +73,11 @@ def test_check_action(admin_client, ehr, health_system):
     assert b"FHIR 4.0.1, PKCE advertised, revocation yes" in response.content
 
 
-def test_connections_are_read_only(admin_client, consenting_patient, connect):
+def test_connections_are_read_only(admin_client, admin_user, consenting_patient, connect):
     run = connect(consenting_patient)
     cid = run["result"]["connection"]
+    # The launch signs the patient's browser in (the start URL needs it): sign staff back in.
+    admin_client.force_login(admin_user)
     assert admin_client.get(f"/admin/fhirlink/connection/{cid}/change/").status_code == 200
     assert admin_client.get("/admin/fhirlink/connection/add/").status_code == 403
     assert admin_client.post(f"/admin/fhirlink/connection/{cid}/delete/").status_code == 403
