@@ -191,6 +191,15 @@ def endpoint_states(*, urls: list[str]) -> dict[str, EndpointHealth]:
     return {row.fhir_base_url: row for row in rows}
 
 
+def endpoints_down() -> list[str]:
+    """The FHIR bases the checks find down, as stored and with a trailing slash (a health
+    system's `fhir_base_url` may have one), for `fhir_base_url__in` filters."""
+    down = EndpointHealth.objects.filter(state=EndpointState.DOWN)
+    return [
+        url for base in down.values_list("fhir_base_url", flat=True) for url in (base, base + "/")
+    ]
+
+
 def connection_ehr_status(*, connection: Connection) -> dict[str, Any]:
     """What the connections API tells the patient about their health system's endpoint."""
     health_system = connection.health_system

@@ -8,7 +8,9 @@ health system) are messages it returns, sent with a countdown.
 * ``fhirlink.sync_run_finish`` [run_id, fatal].
 * ``fhirlink.sync_resume_stale``: take over runs whose worker or step message was lost.
 * ``fhirlink.schedule_incremental_syncs``: beat; incremental syncs of connections not synced
-  for the interval, spread over it (countdown), skipping those without consent.
+  for the interval, spread over it (countdown), skipping those without consent and those whose
+  health system the endpoint checks find down (the connection's `ehr_status` tells the patient;
+  a sync the patient asks for still runs).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def sync_resume_stale() -> int:
 
 @shared_task(name="fhirlink.schedule_incremental_syncs", soft_time_limit=300, time_limit=360)
 def schedule_incremental_syncs() -> int:
+    from fhirlink.directory.health import endpoints_down
     from fhirlink.models import Connection, ConnectionStatus, SyncRun
     from fhirlink.models.sync import ACTIVE_RUN_STATUSES
     from patientportal.consent.models import Purpose
@@ -115,6 +118,7 @@ def schedule_incremental_syncs() -> int:
             | Q(last_synced_at__lt=now - timedelta(minutes=cfg.interval_minutes))
         )
         .exclude(pk__in=busy)
+        .exclude(health_system__fhir_base_url__in=endpoints_down())
         .order_by("last_synced_at")
         .values_list("pk", "patient_id")[: cfg.schedule_batch]
     )

@@ -1,13 +1,16 @@
 """Endpoint health: checks of smart-configuration + CapabilityStatement, recorded changes,
-failure counting, down after N failures, and what the connections API tells the patient."""
+failure counting, down after N failures, what the connections API tells the patient, and the
+scheduled syncs leaving a down health system alone."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 import responses
+from django.core.cache import cache
 from django.utils import timezone
 
 from fhirlink.directory.health import endpoint_check, endpoint_checks_due
@@ -19,7 +22,12 @@ from fhirlink.models import (
     EndpointHealth,
     EndpointState,
     HealthSystem,
+    SyncRun,
+    SyncRunStatus,
 )
+from fhirlink.sync.tasks import schedule_incremental_syncs
+from tests.factories import PatientFactory
+from tests.fhirlink.conftest import grant_ehr_sync
 
 BASE = "https://fhir.health.example/r4/t1"
 
@@ -168,3 +176,47 @@ def test_due_connected_first_then_a_few_idle_and_leased(
     Connection.objects.filter(pk=connected.pk).update(status=ConnectionStatus.DISCONNECTED)
     later = now + timedelta(days=30)
     assert endpoint_checks_due(now=later) == ["https://e0.example/r4", "https://e1.example/r4"]
+
+
+def test_scheduled_syncs_skip_a_health_system_that_is_down_not_a_requested_sync(
+    connected: Connection, api_client_for: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The beat job does not hammer a health system the checks find down (its base is stored
+    without the trailing slash the registration has); the patient's own request still runs."""
+    grant_ehr_sync(connected.patient)
+    other = Connection.objects.create(
+        patient=PatientFactory.create(),
+        health_system=HealthSystem.objects.create(
+            slug="h2", name="Health Two", fhir_base_url=BASE + "2", client_id="c", redirect_uri=""
+        ),
+        status=ConnectionStatus.ACTIVE,
+    )
+    grant_ehr_sync(other.patient)
+    EndpointHealth.objects.create(fhir_base_url=BASE, state=EndpointState.DOWN)
+    EndpointHealth.objects.create(fhir_base_url=BASE + "2", state=EndpointState.UP)
+
+    def scheduled() -> list[str]:
+        with (
+            mock.patch("fhirlink.sync.tasks.sync_connection.apply_async") as apply_async,
+            mock.patch("fhirlink.sync.tasks.sync_resume_stale.delay"),
+        ):
+            count = schedule_incremental_syncs()
+        ids = [call.kwargs["args"][0] for call in apply_async.call_args_list]
+        assert count == len(ids)
+        return sorted(ids)
+
+    assert scheduled() == [str(other.pk)]
+
+    api = api_client_for(connected.patient, scope="connections")
+    cache.delete(f"throttle_sync_request_{connected.patient.user.pk}")
+    with (
+        mock.patch("fhirlink.sync.tasks.sync_connection.apply_async") as apply_async,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = api.post(f"/api/v1/connections/{connected.pk}/sync")
+    assert response.status_code == 202, response.content
+    assert [call.kwargs["args"][0] for call in apply_async.call_args_list] == [str(connected.pk)]
+    SyncRun.objects.filter(connection=connected).update(status=SyncRunStatus.SUCCEEDED)
+
+    EndpointHealth.objects.filter(fhir_base_url=BASE).update(state=EndpointState.UP)
+    assert scheduled() == sorted([str(connected.pk), str(other.pk)])
