@@ -38,6 +38,7 @@ from fhirlink.records.scope import RecordScope, record_scope
 from patientportal.accesslog.logged import AccessLoggedAPIMixin
 from patientportal.accesslog.models import AccessAction
 from patientportal.core.api.permissions import PATIENT_API
+from patientportal.core.api.schema import SELF_OR_UUID
 from patientportal.core.errors import ApplicationError, NotFound
 
 from .records_serializers import (
@@ -106,7 +107,7 @@ RECORD_EXAMPLE = {
 # Whose records (issue #20): an account may hold the records of the people it manages.
 PERSON = OpenApiParameter(
     "person",
-    str,
+    SELF_OR_UUID,
     description=(
         "Whose records: `self` (the default: the account holder's own, every health system "
         "together) or the `id` of a connection whose `person.relationship` is not `self` (a "

@@ -1,4 +1,17 @@
-"""Schemathesis over /api/schema/: every operation fuzzed, with a patient token and with none."""
+"""Schemathesis over /api/schema/: every operation fuzzed, with a patient token and with none.
+
+OWASP ASVS 5.0 V4 (API and web service) and V2 (validation): the API does what its OpenAPI
+document says, for generated valid and invalid input alike. Every schemathesis check runs
+(not_a_server_error, status_code_conformance, content_type_conformance,
+response_schema_conformance, response_headers_conformance, negative_data_rejection,
+positive_data_acceptance, missing_required_header, unsupported_method, ignored_auth, ...);
+a failure is fixed in the API or its schema, never by turning a check off. The application
+is called in process (WSGI) inside the test's transaction, so the suite needs no live server;
+each operation is one pytest item with a fresh patient (a consented, synced chart and a token
+with every scope). Bounded: 25 examples per operation with the token, 10 without (issue 19's
+assessment ran 18,775 requests and found 1 server error and 32 failed checks over 34
+operations).
+"""
 
 from __future__ import annotations
 
@@ -59,7 +72,8 @@ HYPOTHESIS = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     suppress_health_check=list(HealthCheck),
-    derandomize=True,
+    derandomize=True,  # the same examples on every run: a failure reproduces
+    database=None,  # no .hypothesis/ directory in the checkout
 )
 
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from patientportal.core.api.pagination import CursorPagination
 from patientportal.core.api.permissions import PATIENT_API
+from patientportal.core.api.schema import SELF_OR_UUID
 
 from ..logged import AccessLoggedListMixin
 from ..models import AccessAction, AccessEvent, ActorKind
@@ -100,7 +101,7 @@ class AccessEventListView(AccessLoggedListMixin, generics.ListAPIView[AccessEven
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601, exclusive"),
             OpenApiParameter(
                 "person",
-                str,
+                SELF_OR_UUID,
                 description=(
                     "Only the reads of one person's record: `self` or the id of a record you "
                     "manage (as in the records API's `person`)."

@@ -51,6 +51,13 @@ def together_or_neither(first: str, second: str) -> Callable[[type[_S]], type[_S
     )
 
 
+# `self` or a UUID (e.g. `?person=`): what a parameter read with uuid.UUID after "self" accepts.
+SELF_OR_UUID: dict[str, Any] = {"type": "string", "anyOf": [{"enum": ["self"]}, {"format": "uuid"}]}
+
+# DRF refuses a NUL character in every string field of a request body (PostgreSQL text cannot
+# hold one); query parameters are each view's own and are not all read by a serializer.
+NO_NUL = "^[^\\u0000]*$"
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["code", "message", "status"],
@@ -86,6 +93,10 @@ _COMMON = {
 def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR_SCHEMA
+    for name, component in components.items():
+        if name.endswith("Request"):
+            for prop in component.get("properties", {}).values():
+                _forbid_nul(prop)
     body_required: set[str] = set()
     for name, keywords in _REQUEST_EXTRA.items():
         for component in (f"{name}Request", f"Patched{name}Request"):
@@ -116,3 +127,11 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                 if str(status)[:1] in ("4", "5") and not response.get("content"):
                     response["content"] = {"application/json": {"schema": ref}}
     return result
+
+
+def _forbid_nul(schema: dict[str, Any]) -> None:
+    """A free-text string (no format, enum or pattern of its own) says it holds no NUL."""
+    if schema.get("type") == "array":
+        schema = schema.get("items", {})
+    if schema.get("type") == "string" and not {"format", "enum", "pattern", "anyOf"} & set(schema):
+        schema["pattern"] = NO_NUL
