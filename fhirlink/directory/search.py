@@ -2,8 +2,8 @@
 SQLite.
 
 Each process keeps a token index of what patients may find (active, not held back directory
-entries, plus hand-registered health systems), rebuilt when the directory changes (checked per
-search with two indexed MAX() queries). A query's tokens are matched against the index's
+entries, plus hand-registered health systems), rebuilt when the directory changes (checked at most
+every `FHIRLINK_DIRECTORY_INDEX_CHECK_SECONDS`, in one query). A query's tokens match the index's
 vocabulary exactly, as prefixes (a patient still typing) and fuzzily (rapidfuzz's normalised
 Indel ratio, for typos); each entry scores the best match of every query token, weighted by
 field (name and aliases over city over state). Entries matching every token rank first; among
