@@ -1,11 +1,14 @@
-"""The whole patient journey in a real headless Chromium, through the /demo/ reference client.
+"""The whole patient journey in a real headless Chromium, through the /demo/ reference client,
+against each sandbox profile (Cerner's, and the generic SMART App Launch 2.x server: issuer on
+another origin, wildcard-only scopes_supported, iss on the redirect, scopes enforced on every read).
 
 Sign up (the verification link comes from Django's locmem outbox), sign in through this
 server's /o/authorize/ with PKCE from the page, give the consents, connect the sandbox health
 system, log in at the sandbox and untick one scope on its approval page, come back to /demo/,
 wait for the first sync in a real Celery worker process, check the summary against what the
 sandbox serves for that patient and the granted types, find the access-log entries, and
-disconnect with purge. A phone-sized screenshot of each step goes to `screenshot_dir`.
+disconnect with purge. A phone-sized screenshot of each step goes to `screenshot_dir`
+(`journey-<profile>-NN-<step>.png`).
 """
 
 from __future__ import annotations
@@ -119,9 +122,16 @@ def expected_counts(served: dict[tuple[str, str], dict[str, Any]]) -> dict[str, 
     return {name: counts[name] for name in names}
 
 
-@pytest.fixture
-def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
-    """This server at live_server.url (its PUBLIC_BASE_URL) and the sandbox as its Cerner."""
+def world_setup(
+    live_server: Any,
+    settings: Any,
+    sandbox: Any,
+    *,
+    slug: str = "sandbox-journey",
+    name: str = "Sandbox Health",
+) -> HealthSystem:
+    """This server at live_server.url (its PUBLIC_BASE_URL), the reference client registered at
+    it, and `sandbox` (either profile) as the EHR of a health system `slug`."""
     base = live_server.url
     callback = f"{base}/fhirlink/callback"
     settings.PUBLIC_BASE_URL = base
@@ -155,11 +165,11 @@ def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
             "algorithm": "",
         },
     )
-    # The health system's own redirect URI (/fhirlink/callback/sandbox-journey), at the sandbox.
-    sandbox.register_client(SMART_CLIENT_ID, health_system_redirect_uri("sandbox-journey"))
+    # The health system's own redirect URI (/fhirlink/callback/<slug>), at the sandbox.
+    sandbox.register_client(SMART_CLIENT_ID, health_system_redirect_uri(slug))
     hs, _ = health_system_register(
-        slug="sandbox-journey",
-        name="Sandbox Health",
+        slug=slug,
+        name=name,
         fhir_base_url=sandbox.fhir_base,
         tenant=sandbox.tenant,
         client_id=SMART_CLIENT_ID,
@@ -171,15 +181,29 @@ def world(live_server: Any, settings: Any, sandbox: Any) -> HealthSystem:
     return hs
 
 
+@pytest.fixture
+def world(live_server: Any, settings: Any, any_sandbox: Any) -> HealthSystem:
+    """The journey's world against each sandbox profile in turn."""
+    return world_setup(live_server, settings, any_sandbox)
+
+
+def sandbox_origin(sandbox: Any) -> str:
+    """Where the patient logs in: the authorize endpoint's origin (the generic profile's issuer
+    is on another origin than its FHIR base)."""
+    parts = urlsplit(sandbox.authorize_base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def test_patient_journey_in_chromium(
     world: HealthSystem,
     live_server: Any,
-    sandbox: Any,
+    any_sandbox: Any,
     browser: Any,
     screenshot_dir: Any,
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
+    sandbox = any_sandbox
     base = live_server.url
     demo = f"{base}/demo/"
     run_account_emails_inline(monkeypatch)  # the verification e-mail lands in mail.outbox
@@ -202,7 +226,7 @@ def test_patient_journey_in_chromium(
     shots: list[str] = []
 
     def shot(name: str, section: str = "") -> None:
-        path = screenshot_dir / f"journey-{len(shots) + 1:02d}-{name}.png"
+        path = screenshot_dir / f"journey-{sandbox.profile}-{len(shots) + 1:02d}-{name}.png"
         if section:  # one card at phone size, as the patient sees it
             page.locator(section).screenshot(path=str(path))
         else:
@@ -278,13 +302,20 @@ def test_patient_journey_in_chromium(
 
         # 6. Connect: the sandbox's login page, then its approval page with one scope unticked.
         page.get_by_role("button", name="Connect Sandbox Health").click()
-        page.wait_for_url(re.compile(re.escape(sandbox.origin) + r"/.*"))
+        page.wait_for_url(re.compile(re.escape(sandbox_origin(sandbox)) + r"/.*"))
         nancy = sandbox.patients["nancy"]
         page.fill("input[name=username]", nancy.username)
         page.fill("input[name=password]", nancy.password)
         shot("sandbox-login")
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("#approve-form")
+        # Only the generic server asks which Observation categories to share (granular v2
+        # scopes); Cerner's approval page lists the scopes alone. All stay ticked here.
+        categories = page.locator("#approve-form input[name^='category:']")
+        if sandbox.profile == "generic":
+            assert categories.count() == 3
+        else:
+            assert categories.count() == 0
         boxes = page.locator(f"#approve-form input[name=scope][value^='patient/{UNTICKED}.']")
         assert boxes.count() >= 1
         for index in range(boxes.count()):
@@ -299,6 +330,13 @@ def test_patient_journey_in_chromium(
         assert page.url == demo
         assert "Connected, with some record types not shared" in page.inner_text("#status")
         connection = Connection.objects.get(patient=patient)
+        assert connection.fhir_patient_id == sandbox.patients["nancy"].fhir_id
+        assert connection.relationship == "self"
+        assert connection.oidc_issuer == sandbox.issuer
+        if sandbox.profile == "generic":
+            # Its scopes_supported lists wildcards only: still asked per type, never a wildcard.
+            assert not any("*" in s for s in connection.requested_scopes.split())
+            assert "patient/Practitioner.rs" in connection.requested_scopes.split()
         assert UNTICKED in connection.declined_resources
         assert UNTICKED not in connection.granted_resources
         assert page.inner_text("#connection-list .declined") == ", ".join(

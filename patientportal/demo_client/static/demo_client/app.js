@@ -358,9 +358,12 @@
 
   function managed(c) { return c.person && c.person.relationship !== "self" && c.status !== "disconnected"; }
 
-  function personName(c) {
+  // withSource: name the health system too (the summary's picker; a connection's row has it as
+  // its title already).
+  function personName(c, withSource) {
     if (!managed(c)) { return "Your own record"; }
-    return (c.person.label ? c.person.label + " · " : "") + RELATIONSHIPS[c.person.relationship] + " (" + c.health_system.name + ")";
+    var name = (c.person.label ? c.person.label + " · " : "") + RELATIONSHIPS[c.person.relationship];
+    return withSource === false ? name : name + " (" + c.health_system.name + ")";
   }
 
   // ?person= for the records API: "self" is the default and needs no parameter.
@@ -400,26 +403,27 @@
         }),
         el("button", { type: "button", class: "button small secondary", text: "Keep it", onclick: function () { confirmBox.hidden = true; } }),
       ]);
-      var personBox = managed(c) ? el("div", { class: "actions person-edit" }, [
-        el("label", { for: "label-" + c.id, text: "Name" }),
-        el("input", { id: "label-" + c.id, type: "text", maxlength: "60", value: c.person.label || "" }),
-        el("select", { "aria-label": "Relationship" }, ["managed", "child", "parent", "partner", "other"].map(function (r) {
-          var option = el("option", { value: r, text: RELATIONSHIPS[r] });
-          if (r === c.person.relationship) { option.selected = true; }
-          return option;
-        })),
+      // A record someone manages: their name for the person, and how they relate to them.
+      var labelInput = el("input", { id: "label-" + c.id, type: "text", maxlength: "60", autocomplete: "off", value: c.person.label || "" });
+      var relationshipSelect = el("select", { id: "relationship-" + c.id }, ["managed", "child", "parent", "partner", "other"].map(function (r) {
+        var option = el("option", { value: r, text: RELATIONSHIPS[r] });
+        if (r === c.person.relationship) { option.selected = true; }
+        return option;
+      }));
+      var personBox = managed(c) ? el("fieldset", { class: "person-edit" }, [
+        el("legend", { text: "Who is this?" }),
+        el("p", { class: "muted", text: "You manage this record at " + c.health_system.name + ". Your own name for them and how they relate to you tell it apart from yours." }),
+        el("div", { class: "field" }, [el("label", { for: "label-" + c.id, text: "Name" }), labelInput]),
+        el("div", { class: "field" }, [el("label", { for: "relationship-" + c.id, text: "Relationship" }), relationshipSelect]),
         el("button", { type: "button", class: "button small secondary", text: "Save",
-          onclick: function (event) {
-            var box = event.currentTarget.parentNode;
-            labelPerson(c, box.querySelector("input"), box.querySelector("select"), event.currentTarget);
-          } }),
+          onclick: function (event) { labelPerson(c, labelInput, relationshipSelect, event.currentTarget); } }),
       ]) : el("span", { hidden: true });
       var granted = (c.granted_resources || []).join(", ");
       var declined = (c.declined_resources || []).join(", ");
       list.appendChild(el("li", { "data-connection": c.id, "data-status": c.status }, [
         el("div", { class: "row-head" }, [el("span", { class: "row-title", text: c.health_system.name }), statusBadge(c.status)]),
         el("dl", { class: "kv" }, [
-          el("dt", { text: "Whose record" }), el("dd", { "data-field": "person", text: personName(c) }),
+          el("dt", { text: "Whose record" }), el("dd", { "data-field": "person", text: personName(c, false) }),
           el("dt", { text: "Shared" }), el("dd", { class: "granted", text: granted || "—" }),
           el("dt", { text: "Not shared" }), el("dd", { class: "declined", text: declined || "—" }),
           el("dt", { text: "Last sync" }), el("dd", { text: c.last_synced_at ? formatDate(c.last_synced_at, true) : "not yet" }),
@@ -524,7 +528,7 @@
       if (d) {
         target.appendChild(el("dl", { class: "kv" }, [
           el("dt", { text: "Name" }), el("dd", { "data-field": "name", text: d.name }),
-          el("dt", { text: "Born" }), el("dd", { text: d.birth_date || "—" }),
+          el("dt", { text: "Born" }), el("dd", { "data-field": "birth_date", text: d.birth_date || "—" }),
           el("dt", { text: "From" }), el("dd", { text: d.health_system }),
         ]));
       }
@@ -689,7 +693,12 @@
     $("sign-out").hidden = !signedIn;
   }
 
-  function outcomeMessage(outcome) {
+  function outcomeMessage(outcome, person) {
+    // Someone the account holder manages (picked in the health system's patient picker).
+    if (person && person.relationship !== "self" && outcome.indexOf("connected") === 0) {
+      return "Connected a record you manage" + (outcome === "connected_partial" ? ", with some record types not shared" : "") +
+        ". " + (person.label ? "" : "Give it a name below. ") + "Its first sync has started.";
+    }
     var messages = {
       connected: "Connected. Your first sync has started.",
       connected_partial: "Connected, with some record types not shared. Your first sync has started.",
@@ -705,13 +714,14 @@
   }
 
   // The deep link's outcome is only a hint: the result is what the API says, with this app's
-  // own token, about the connection (a link finished elsewhere names none).
+  // own token, about the connection (a link finished elsewhere names none): {outcome, person}.
   function confirmOutcome(returned) {
     if (!returned || !returned.outcome) { return Promise.resolve(null); }
-    if (!returned.connection) { return Promise.resolve(returned.outcome.indexOf("connected") === 0 ? "internal_error" : returned.outcome); }
+    var failed = { outcome: returned.outcome.indexOf("connected") === 0 ? "internal_error" : returned.outcome, person: null };
+    if (!returned.connection) { return Promise.resolve(failed); }
     return api("GET", "connections/" + encodeURIComponent(returned.connection)).then(
-      function (c) { return c.last_outcome || returned.outcome; },
-      function () { return returned.outcome.indexOf("connected") === 0 ? "internal_error" : returned.outcome; }
+      function (c) { return { outcome: c.last_outcome || returned.outcome, person: c.person || null }; },
+      function () { return failed; }
     );
   }
 
@@ -749,8 +759,9 @@
       var returned = null;
       try { returned = JSON.parse(STORE.getItem(K.returned) || "null"); } catch (e) { returned = null; }
       STORE.removeItem(K.returned);
-      return confirmOutcome(returned).then(function (outcome) {
-        say(outcome ? outcomeMessage(outcome) : "");
+      return confirmOutcome(returned).then(function (result) {
+        var outcome = result && result.outcome;
+        say(outcome ? outcomeMessage(outcome, result.person) : "");
         if (outcome && outcome.indexOf("connected") !== 0) {
           showError({ code: outcome, message: outcomeMessage(outcome) });
         }
