@@ -25,8 +25,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from fhirlink import vault
-from fhirlink.models import Connection
 from fhirlink.records import export as records_export
+from fhirlink.services.connections import connection_disconnect_all
 from patientportal.accounts.models import Patient
 from tests.fhirlink.conftest import grant_ehr_sync
 from tests.fhirlink.test_records_api import make_connection, seed_chart
@@ -256,28 +256,40 @@ def test_valid_cursors_are_followed_on_every_list_with_data(patient, me):
 # --- An export downloaded after a disconnect with purge -------------------------------------------
 
 
-def test_export_downloaded_after_disconnect_with_purge_is_gone_not_500(patient, api_client_for):
-    """OWASP ASVS 5.0 V8.x / V14 (data removed on request stays removed, and errors stay
-    handled): an export prepared before the patient disconnected with purge (the data key is
-    destroyed: cryptographic erasure) answers 410 `export_gone` (or 404 where the purge voided
-    it), never a 500, and serves no byte of the purged data."""
-    grant_ehr_sync(patient)
-    seed_chart(patient)
-    client = api_client_for(patient, scope="records:export records:read")
+def _ready_export(client: APIClient) -> str:
     created = client.post("/api/v1/records/exports", {"format": "ndjson"}, format="json")
-    assert created.status_code in (201, 202), created.content
-    export_id = created.json()["id"]
+    assert created.status_code == 202, created.content
+    export_id: str = created.json()["id"]
     built = records_export.export_build(export_id)
     assert built is not None
     assert built["status"] == "ready"
-    vault.patient_key_destroy(patient_id=patient.pk)
-    Connection.objects.filter(patient=patient).delete()
+    return export_id
+
+
+@pytest.mark.parametrize(
+    "purge",
+    [
+        # the service a disconnect with purge=true runs (the purge voids the prepared export)
+        lambda patient: connection_disconnect_all(patient=patient, purge=True),
+        # the patient's data key destroyed while the export blob is still in the cache
+        lambda patient: vault.patient_key_destroy(patient_id=patient.pk),
+    ],
+    ids=["disconnect-all-with-purge", "data-key-destroyed"],
+)
+def test_export_downloaded_after_disconnect_with_purge_is_410_not_500(
+    patient, api_client_for, purge
+):
+    """OWASP ASVS 5.0 V14.2 / V16 (data removed on request stays removed; errors stay handled):
+    an export prepared before the patient disconnected with purge (cryptographic erasure)
+    answers 410 `export_gone`, never a 500 (before: the download decrypted with a destroyed
+    key and failed), and serves no byte of the purged data."""
+    grant_ehr_sync(patient)
+    seed_chart(patient)
+    client = api_client_for(patient, scope="records:export records:read")
+    export_id = _ready_export(client)
+    purge(patient)
     response = client.get(f"/api/v1/records/exports/{export_id}/download")
-    assert (response.status_code, response.json()["code"]) in {
-        (410, "export_gone"),
-        (404, "export_not_found"),
-    }
-    assert_error(response, response.status_code, response.json()["code"])
+    assert_error(response, 410, "export_gone")
 
 
 # --- The OAuth server's metadata ------------------------------------------------------------------
