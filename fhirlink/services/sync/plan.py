@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
+from fhirlink.conf import sync_settings
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,6 @@ READ_TYPES = ("Patient",)
 REFERENCE_TYPES = ("Practitioner", "Organization", "Location", "Medication")
 
 
-def model_types() -> tuple[str, ...]:
-    """Every resource type a sync may store (and so validate)."""
-    return (*TYPE_SPECS, *READ_TYPES, *REFERENCE_TYPES, "Binary")
-
-
-def setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 def permitted_types(*, granted: list[str], supported: list[str] | None) -> list[str]:
     """granted ∩ supported ∩ what the engine knows how to sync (consent is all-or-nothing and
     checked separately). `supported` None: the server did not say (no filter)."""
@@ -85,7 +76,7 @@ def search_params(
     if categories and "category" not in spec.params:
         params["category"] = ",".join(categories)
     if spec.count_max:
-        params["_count"] = str(min(spec.count_max, int(setting("FHIRLINK_SYNC_PAGE_SIZE", 200))))
+        params["_count"] = str(min(spec.count_max, sync_settings().page_size))
     if since is not None and spec.last_updated:
         params["_lastUpdated"] = "ge" + fhir_instant(since)
     return params
@@ -112,9 +103,8 @@ def observation_windows(
     (ge/lt) except the first window's `le`, which re-reads the first page's oldest instant (its
     siblings at the same instant may be on page 2); upserts make the re-read harmless.
     """
-    pages = int(setting("FHIRLINK_SYNC_WINDOW_PAGES", 8))
-    max_windows = int(setting("FHIRLINK_SYNC_MAX_WINDOWS", 48))
-    years = int(setting("FHIRLINK_SYNC_WINDOW_YEARS", 25))
+    cfg = sync_settings()
+    pages, max_windows, years = cfg.window_pages, cfg.max_windows, cfg.window_years
     first_span = max(newest_on_first_page - oldest_on_first_page, timedelta(hours=1))
     span = max(first_span * pages, timedelta(days=1))
     horizon = oldest_on_first_page - timedelta(days=365 * years)
@@ -133,11 +123,3 @@ def observation_windows(
         upper, upper_op = lower, "lt"
     windows.append(Window(key=f"w{count:02d}", dates=[f"lt{fhir_instant(upper)}"]))
     return windows
-
-
-def fetch_threads(concurrency: int) -> int:
-    """Fetch threads for `concurrency` requests in flight: half as many again, so that while a
-    thread parses its page or waits for the writer another one uses its request slot (the
-    client's gate keeps the requests in flight at `concurrency`). With exactly `concurrency`
-    threads, 3.5 of 4 slots were busy on average (measured with 150 ms of latency)."""
-    return concurrency + max(1, concurrency // 2)
