@@ -1,4 +1,6 @@
-"""Demo data: the sandbox health system for the demo tenant, and its client at the sandbox.
+"""Demo data: the sandbox health system for the demo tenant, and its client at the sandbox; the
+same for the sandbox's generic SMART App Launch 2.x profile (its patient picker lets
+`parentsandbox` connect her child's record).
 
 Idempotent. Only when settings.SANDBOX_ENABLED. The sandbox is driven through its management
 command, by name (fhirlink never imports the sandbox).
@@ -19,6 +21,8 @@ from fhirlink.services.registry import health_system_register
 DEMO_TENANT = "ec2458f2-1e24-41c8-b71b-0e701af7583d"
 DEMO_SLUG = "sandbox-demo"
 DEMO_CLIENT_ID = "patient-portal-demo"
+GENERIC_TENANT = "generic"  # the generic profile's built-in tenant
+GENERIC_SLUG = "generic-sandbox"
 
 
 def seed(stdout: Any) -> None:
@@ -59,7 +63,46 @@ def seed(stdout: Any) -> None:
     stdout.write(
         f"{'Registered' if created else 'Updated'} health system {health_system.slug} -> {base}\n"
     )
+    seed_generic(stdout)
     seed_directory(stdout)
+
+
+def seed_generic(stdout: Any) -> None:
+    """The generic SMART 2.x sandbox (deploy/Procfile.demo serves it at GENERIC_SANDBOX_BASE_URL)
+    as a connectable health system, with its own redirect URI registered there."""
+    base = f"{settings.GENERIC_SANDBOX_BASE_URL}/fhir/{GENERIC_TENANT}"
+    redirect_uri = health_system_redirect_uri(GENERIC_SLUG)
+    health_system, created = health_system_register(
+        slug=GENERIC_SLUG,
+        name="Generic SMART Health (standards-only sandbox)",
+        fhir_base_url=base,
+        tenant=GENERIC_TENANT,
+        client_id=DEMO_CLIENT_ID,
+        client_auth=ClientAuth.PUBLIC,
+        scope_syntax=ScopeSyntax.V2,
+        resources=[*DEFAULT_RESOURCES, "Binary"],
+        redirect_uri=redirect_uri,
+        enabled=True,
+    )
+    call_command(
+        "sandbox_client_register",
+        "--client-id",
+        DEMO_CLIENT_ID,
+        "--redirect-uri",
+        redirect_uri,
+        "--smart",
+        "v2",
+        "--access",
+        "offline",
+        "--tenant",
+        GENERIC_TENANT,
+        "--name",
+        "Patient Portal (demo)",
+        stdout=stdout,
+    )
+    stdout.write(
+        f"{'Registered' if created else 'Updated'} health system {health_system.slug} -> {base}\n"
+    )
 
 
 # The demo's directory (issue #22): a few connectable sandbox tenants among Oracle's real (not

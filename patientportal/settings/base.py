@@ -439,6 +439,10 @@ SANDBOX_ENABLED = False
 # Demo conveniences (seeded users, the /demo/ reference client's registration): dev only.
 DEMO_ENABLED = False
 SANDBOX_BASE_URL: str = env.str("SANDBOX_BASE_URL", default="http://127.0.0.1:8001").rstrip("/")
+# Its second profile, a generic SMART App Launch 2.x server (make demo: $GENERIC_SANDBOX_PORT).
+GENERIC_SANDBOX_BASE_URL: str = env.str(
+    "GENERIC_SANDBOX_BASE_URL", default="http://127.0.0.1:8002"
+).rstrip("/")
 
 # === App sections: each app's settings live in its own section below. ==========================
 

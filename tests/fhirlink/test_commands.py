@@ -41,7 +41,7 @@ def test_healthsystem_register_is_idempotent(monkeypatch, settings):
     hs = HealthSystem.objects.get(slug="acme")
     assert out.getvalue().startswith("Registered health system acme")
     assert hs.tenant == "ec2458f2-1e24-41c8-b71b-0e701af7583d"
-    assert hs.redirect_uri == settings.FHIRLINK_REDIRECT_URI
+    assert hs.redirect_uri == settings.FHIRLINK_REDIRECT_URI + "/acme"  # its own (mix-up)
     assert hs.resources == ["Observation", "Condition"]
     assert hs.scope_syntax == "v1"
     assert health_system_secret(hs) == "the-client-secret"
@@ -81,15 +81,33 @@ def test_healthsystem_check_unknown():
 def test_demo_seed_is_idempotent(monkeypatch, settings):
     calls = []
     monkeypatch.setattr(demo, "call_command", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(demo, "seed_directory", lambda stdout: None)  # its own tests
     settings.SANDBOX_ENABLED = True
     settings.SANDBOX_BASE_URL = "http://127.0.0.1:8001"
+    settings.GENERIC_SANDBOX_BASE_URL = "http://127.0.0.1:8002"
     demo.seed(StringIO())
     demo.seed(StringIO())
-    hs = HealthSystem.objects.get()
-    assert hs.fhir_base_url == f"http://127.0.0.1:8001/r4/{demo.DEMO_TENANT}"
-    assert hs.client_id == demo.DEMO_CLIENT_ID
-    assert calls[0][0] == "sandbox_client_register"
-    assert len(calls) == 2
+    systems = {hs.slug: hs for hs in HealthSystem.objects.all()}
+    assert sorted(systems) == ["generic-sandbox", "sandbox-demo"]
+    cerner, generic = systems["sandbox-demo"], systems["generic-sandbox"]
+    assert cerner.fhir_base_url == f"http://127.0.0.1:8001/r4/{demo.DEMO_TENANT}"
+    # The sandbox's generic SMART 2.x profile, connectable from the demo (its patient picker).
+    assert (generic.fhir_base_url, generic.tenant, generic.enabled) == (
+        "http://127.0.0.1:8002/fhir/generic",
+        "generic",
+        True,
+    )
+    assert generic.redirect_uri == "http://127.0.0.1:8000/fhirlink/callback/generic-sandbox"
+    assert cerner.client_id == generic.client_id == demo.DEMO_CLIENT_ID
+    # Each registered at its sandbox tenant with its own redirect URI, once per seed.
+    registered = [
+        (call[call.index("--tenant") + 1], call[call.index("--redirect-uri") + 1]) for call in calls
+    ]
+    assert {call[0] for call in calls} == {"sandbox_client_register"}
+    assert registered == 2 * [
+        (demo.DEMO_TENANT, cerner.redirect_uri),
+        ("generic", generic.redirect_uri),
+    ]
     settings.SANDBOX_ENABLED = False
     HealthSystem.objects.all().delete()
     demo.seed(StringIO())
