@@ -231,6 +231,7 @@ def test_a_parent_connects_her_childs_record_labels_it_and_reads_each_apart(
             f"#connection-list li[data-connection='{child.pk}'] "
             "[data-field=person]:text-is('Emma · Your child')"
         )
+        assert page.inner_text("#status") == f"Saved: Emma · Your child at {HEALTH_SYSTEM}."
         child.refresh_from_db()
         assert child.relationship == "child"
         assert connection_label(child) == "Emma"

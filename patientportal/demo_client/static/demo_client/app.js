@@ -384,8 +384,8 @@
   function labelPerson(c, input, relationship, button) {
     button.disabled = true;
     showError(null);
-    guarded(api("PATCH", "connections/" + c.id, { label: input.value, relationship: relationship.value })).then(function () {
-      say("Saved.");
+    guarded(api("PATCH", "connections/" + c.id, { label: input.value, relationship: relationship.value })).then(function (saved) {
+      say("Saved: " + personName(saved, false) + " at " + saved.health_system.name + ".");
       return loadConnections();
     }).catch(function () { button.disabled = false; });
   }
