@@ -184,9 +184,7 @@ def reminder_snooze(
                 raise InvalidSchedule("Give `until` or `minutes`.", code="invalid_snooze")
             until = now + timedelta(minutes=minutes)
         if until <= now or until > now + MAX_SNOOZE:
-            raise InvalidSchedule(
-                "Snooze to a time within the next 7 days.", code="invalid_snooze"
-            )
+            raise InvalidSchedule("Snooze to a time within the next 7 days.", code="invalid_snooze")
         if item.status == DeliveryStatus.ACKNOWLEDGED:
             raise InvalidSchedule(
                 "An acknowledged reminder cannot be snoozed.", code="invalid_snooze"

@@ -19,9 +19,9 @@ from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
 from fhirlink.models.sync import StreamStatus
 from fhirlink.sandbox import views_fhir
 from fhirlink.sandbox.fhir import data as sandbox_data
-from fhirlink.sync.inline import sync_connection_run
 from fhirlink.services.sync.store import resource_payload
 from fhirlink.services.tokens import connection_access_token
+from fhirlink.sync.inline import sync_connection_run
 from tests.fhirlink.test_sync_worker import assert_no_duplicates
 from tests.fixtures.sandbox import SandboxHandle
 

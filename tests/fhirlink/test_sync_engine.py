@@ -10,9 +10,9 @@ import pytest
 from fhirlink import http
 from fhirlink.models import Connection, SyncedResource, SyncRun, SyncWatermark
 from fhirlink.services.sync import plan
-from fhirlink.sync.inline import sync_connection_run
 from fhirlink.services.sync.store import resource_payload
 from fhirlink.services.tokens import connection_access_token
+from fhirlink.sync.inline import sync_connection_run
 from patientportal.accesslog.models import AccessEvent
 
 pytestmark = [pytest.mark.integration]

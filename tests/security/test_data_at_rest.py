@@ -36,9 +36,9 @@ from fhirlink import vault
 from fhirlink.models import Connection, SyncedResource
 from fhirlink.records import export as records_export
 from fhirlink.services.connections import connection_disconnect, connection_disconnect_all
-from fhirlink.sync.inline import sync_connection_run
 from fhirlink.services.sync.prepare import columns_extract
 from fhirlink.services.sync.store import resource_payload
+from fhirlink.sync.inline import sync_connection_run
 from patientportal.accesslog.models import AccessAction, AccessEvent, ActorKind
 from patientportal.accesslog.services import access_log_record
 from patientportal.accounts.models import Patient
