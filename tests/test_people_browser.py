@@ -5,7 +5,8 @@ A parent with a portal account connects her own record at the generic SMART 2.x 
 her child. The reference client lists two connections, the child's as "Someone you manage"; she
 names it "Emma" (her child) and saves; the "Whose record" picker switches the summary between
 her record and Emma's, each with exactly the demographics and counts the sandbox serves for that
-patient, never the two mixed. Phone-sized screenshots go to `screenshot_dir` (`people-NN-*.png`).
+patient, never the two mixed; disconnecting Emma's record while it is on show leaves her own
+on show and whole. Phone-sized screenshots go to `screenshot_dir` (`people-NN-*.png`).
 """
 
 from __future__ import annotations
@@ -312,12 +313,47 @@ def test_a_parent_connects_her_childs_record_labels_it_and_reads_each_apart(
             "self",
         ]
 
+        # 5. She disconnects Emma's record (and erases it) while it is on show: the summary goes
+        # back to her own record, which stays whole; her data key stays (she has a connection).
+        own_rows = SyncedResource.objects.filter(connection=own).count()
+        show_person(str(child.pk), CHILD["name"])
+        child_item = page.locator(f"#connection-list li[data-connection='{child.pk}']")
+        child_item.get_by_role("button", name="Disconnect…").click()
+        with page.expect_response(
+            lambda r: (
+                urlsplit(r.url).path == "/api/v1/records/summary"
+                and "person=" not in urlsplit(r.url).query
+            )
+        ):
+            child_item.get_by_role("button", name="Yes, disconnect and erase").click()
+        page.wait_for_selector("#receipt:visible")
+        receipt = page.locator("#receipt")
+        assert receipt.locator("[data-field=person]").inner_text() == "Emma · Your child"
+        assert receipt.locator("[data-field=revocation]").inner_text() == "revoked"
+        assert receipt.locator("[data-field=key]").inner_text() == "no"
+        assert int(receipt.locator("[data-field=erased]").inner_text()) > 0
+        page.wait_for_selector("#person-picker", state="hidden")
+        assert page.locator("#summary-empty").is_hidden()
+        assert summary() == {
+            "name": PARENT["name"],
+            "born": PARENT["born"],
+            "counts": expected_own,
+        }
+        assert page.locator("#connection-list li[data-connection]").count() == 1
+        assert page.locator("#error").is_hidden()
+        shot("emma-disconnected")
+
         own.refresh_from_db()
         child.refresh_from_db()
-        assert (own.status, child.status) == (ConnectionStatus.ACTIVE, ConnectionStatus.ACTIVE)
+        assert (own.status, child.status) == (
+            ConnectionStatus.ACTIVE,
+            ConnectionStatus.DISCONNECTED,
+        )
+        assert not SyncedResource.objects.filter(connection=child).exists()
+        assert SyncedResource.objects.filter(connection=own).count() == own_rows
         assert errors == []
     finally:
         context.close()
-    assert len(shots) == 8
+    assert len(shots) == 9
     for name in shots:
         assert (screenshot_dir / name).stat().st_size > 3_000

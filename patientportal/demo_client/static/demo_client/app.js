@@ -475,13 +475,14 @@
     button.disabled = true;
     showError(null);
     guarded(api("DELETE", "connections/" + c.id + "?purge=true")).then(function (receipt) {
-      showReceipt(receipt);
+      showReceipt(receipt, personName(c, false));
       say("Disconnected " + receipt.health_system + ".");
-      return Promise.all([loadConnections(), loadRecords()]);
+      // Connections first: disconnecting the record on show puts the picker back on your own.
+      return loadConnections().then(loadRecords);
     }).catch(function () { button.disabled = false; });
   }
 
-  function showReceipt(receipt) {
+  function showReceipt(receipt, person) {
     var box = clear($("receipt"));
     var erased = receipt.erased || {};
     var total = Object.keys(erased).reduce(function (sum, key) { return sum + erased[key]; }, 0);
@@ -489,6 +490,7 @@
     box.appendChild(el("h3", { text: "Disconnected: receipt" }));
     box.appendChild(el("dl", { class: "kv" }, [
       el("dt", { text: "Health system" }), el("dd", { text: receipt.health_system }),
+      el("dt", { text: "Whose record" }), el("dd", { "data-field": "person", text: person }),
       el("dt", { text: "When" }), el("dd", { text: formatDate(receipt.disconnected_at, true) }),
       el("dt", { text: "Access revoked there" }), el("dd", { "data-field": "revocation", text: revocation.refresh_token || revocation.access_token || "not offered by the health system" }),
       el("dt", { text: "Tokens destroyed here" }), el("dd", { "data-field": "tokens", text: receipt.local_tokens_destroyed ? "yes" : "no" }),
