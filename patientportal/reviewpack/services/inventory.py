@@ -50,7 +50,7 @@ CATEGORIES: tuple[Category, ...] = (
             "Until the connection is disconnected or the account deleted; a launch attempt's PKCE "
             "verifier until it is used or expires (purged daily)."
         ),
-        retention_settings=("FHIRLINK_LAUNCH_TTL", "FHIRLINK_GRANT_KEEPALIVE_DAYS"),
+        retention_settings=("FHIRLINK_LAUNCH_TTL", "FHIRLINK_GRANT_CHECK_MINUTES"),
         erasure=(
             "Disconnect revokes the refresh token at the health system (RFC 7009) and destroys the "
             "local tokens; account deletion disconnects every connection."
