@@ -480,3 +480,12 @@ def test_build_without_junit_says_no_results(demo, monkeypatch):
     matrix = pack.content["controls"]
     assert matrix["junit"]["error"] == "no JUnit XML given"
     assert {r["result"] for r in matrix["rows"]} == {"no results"}
+
+
+def test_every_retention_setting_the_inventory_names_exists(settings):
+    """A renamed or removed setting must not show as 'None' in the pack's data inventory."""
+    from patientportal.reviewpack.services.inventory import CATEGORIES
+
+    named = {name for category in CATEGORIES for name in category.retention_settings}
+    assert named
+    assert sorted(name for name in named if not hasattr(settings, name)) == []
