@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from engagement import selectors, services, templating
-from engagement.exceptions import CohortNotAvailable, InvalidSchedule
+from engagement.exceptions import InvalidSchedule
 from engagement.models import Campaign, Delivery, MessageTemplate
 from patientportal.accesslog.logged import AccessLoggedAdminMixin
 from patientportal.core.errors import ApplicationError
@@ -74,10 +74,6 @@ class CampaignForm(forms.ModelForm[Campaign]):
             services.campaign_validate(campaign=candidate)
         except InvalidSchedule as exc:
             raise forms.ValidationError(exc.message) from exc
-        except CohortNotAvailable as exc:
-            raise forms.ValidationError(
-                "This cohort is not available on this installation yet."
-            ) from exc
         return data
 
 
@@ -151,8 +147,6 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         if obj.pk is None:
             return "Save the campaign to see its cohort's size."
         size = services.campaign_audience_size(campaign=obj)
-        if size is None:
-            return "not available on this installation"
         reachable = services.campaign_reachable_size(campaign=obj)
         return f"{size} patients ({reachable} consent to reminders and have not opted out)"
 

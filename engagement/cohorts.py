@@ -8,27 +8,27 @@ class here and an `Audience` value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from engagement import integrations
 from engagement.models import Audience, Campaign
+from fhirlink.models import Connection, ConnectionStatus, SyncedResource
+from patientportal.accesslog.models import AccessAction, ActorKind
+from patientportal.accesslog.services import access_log_record
 from patientportal.accounts.models import Patient
+from patientportal.consent.models import Purpose
+from patientportal.consent.selectors import patients_with_consent
 
-
-class CohortUnavailable(Exception):
-    """The cohort's data source does not exist (yet) on this installation."""
+CONNECTED_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
 
 
 class CohortSelector:
     audience: ClassVar[str]
     uses_clinical_data: ClassVar[bool] = False
-
-    def available(self) -> bool:
-        return True
 
     def patients(self, campaign: Campaign) -> QuerySet[Patient]:
         raise NotImplementedError
@@ -49,19 +49,13 @@ class AllPatients(CohortSelector):
 
 
 class _ConnectionCohort(CohortSelector):
-    """Patients selected through `fhirlink.models.Connection` (unavailable until it exists)."""
-
-    def available(self) -> bool:
-        return integrations.connection_model() is not None
+    """Patients selected through their connections (`fhirlink.models.Connection`)."""
 
     def connection_filter(self, campaign: Campaign) -> Q:
         raise NotImplementedError
 
     def patients(self, campaign: Campaign) -> QuerySet[Patient]:
-        model = integrations.connection_model()
-        if model is None:
-            raise CohortUnavailable(self.audience)
-        connections = model._default_manager.filter(self.connection_filter(campaign))
+        connections = Connection.objects.filter(self.connection_filter(campaign))
         return Patient.objects.filter(pk__in=connections.values("patient_id"))
 
 
@@ -69,14 +63,14 @@ class AllConnected(_ConnectionCohort):
     audience = Audience.ALL_CONNECTED
 
     def connection_filter(self, campaign: Campaign) -> Q:
-        return Q(status__in=integrations.CONNECTED_STATUSES)
+        return Q(status__in=CONNECTED_STATUSES)
 
 
 class NeedsReconnection(_ConnectionCohort):
     audience = Audience.NEEDS_RECONNECTION
 
     def connection_filter(self, campaign: Campaign) -> Q:
-        return Q(status=integrations.NEEDS_REAUTH_STATUS)
+        return Q(status=ConnectionStatus.NEEDS_REAUTH)
 
 
 class StaleData(_ConnectionCohort):
@@ -84,22 +78,10 @@ class StaleData(_ConnectionCohort):
 
     audience = Audience.STALE_DATA
 
-    def available(self) -> bool:
-        model = integrations.connection_model()
-        return model is not None and self._last_sync_field(model) is not None
-
-    @staticmethod
-    def _last_sync_field(model: type) -> str | None:
-        return integrations.connection_field(model, integrations.LAST_SYNC_FIELDS)
-
     def connection_filter(self, campaign: Campaign) -> Q:
-        model = integrations.connection_model()
-        field = self._last_sync_field(model) if model is not None else None
-        if field is None:
-            raise CohortUnavailable(self.audience)
         cutoff = timezone.now() - timedelta(days=campaign.stale_after_days)
-        return Q(status__in=integrations.CONNECTED_STATUSES) & (
-            Q(**{f"{field}__lt": cutoff}) | Q(**{f"{field}__isnull": True})
+        return Q(status__in=CONNECTED_STATUSES) & (
+            Q(last_synced_at__lt=cutoff) | Q(last_synced_at__isnull=True)
         )
 
 
@@ -119,15 +101,9 @@ class _CodeCohort(CohortSelector):
     status_field: ClassVar[str]
     live_statuses: ClassVar[tuple[str, ...]]
 
-    def available(self) -> bool:
-        return integrations.synced_resource_model() is not None
-
     def patients(self, campaign: Campaign) -> QuerySet[Patient]:
-        model = integrations.synced_resource_model()
-        if model is None:
-            raise CohortUnavailable(self.audience)
         system, _, code = campaign.cohort_code.strip().rpartition("|")
-        rows = model.objects.live().filter(
+        rows = SyncedResource.objects.live().filter(
             resource_type=self.resource_type,
             code=code.strip(),
             **{f"{self.status_field}__in": self.live_statuses},
@@ -173,16 +149,20 @@ def cohort_patients(*, campaign: Campaign, purpose: str, log: bool = True) -> Qu
     """The campaign's patients (a lazy queryset); a clinical-data cohort writes an access-log
     entry (`log=False` for the later batches of one expansion: one entry per resolution)."""
     selector = selector_for(campaign.audience)
-    if not selector.available():
-        raise CohortUnavailable(campaign.audience)
     queryset = selector.patients(campaign)
     if selector.uses_clinical_data and log:
-        integrations.access_log_record(
-            actor_kind="system",
+        access_log_record(
+            actor_kind=ActorKind.SYSTEM,
             actor_label="engagement.cohort",
-            action="search",
+            action=AccessAction.SEARCH,
             patient=None,
-            purpose=integrations.ENGAGEMENT_PURPOSE,
+            purpose=Purpose.ENGAGEMENT,
             query={"cohort": campaign.audience, "campaign": campaign.pk, "use": purpose},
         )
     return queryset
+
+
+def consenting_patient_ids(*, patient_ids: Iterable[Any]) -> set[str]:
+    """Which of these patients hold the engagement consent now (one query), as strings."""
+    granted = patients_with_consent(purpose=Purpose.ENGAGEMENT).filter(patient_id__in=patient_ids)
+    return {str(pk) for pk in granted.values_list("patient_id", flat=True)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from patientportal.core.errors import ApplicationError, Conflict, NotFound, ValidationFailed
+from patientportal.core.errors import Conflict, NotFound, ValidationFailed
 
 
 class ReminderNotFound(NotFound):
@@ -18,12 +18,6 @@ class DeviceNotFound(NotFound):
 class InvalidSchedule(ValidationFailed):
     default_code = "invalid_schedule"
     default_message = "The schedule is not valid."
-
-
-class CohortNotAvailable(ApplicationError):
-    status_code = 409
-    default_code = "cohort_unavailable"
-    default_message = "This cohort cannot be used on this installation yet."
 
 
 class CampaignNotActive(Conflict):

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from engagement import cohorts, integrations, scheduling, templating
-from engagement.exceptions import CampaignNotActive, CohortNotAvailable, InvalidSchedule
+from engagement import cohorts, scheduling, templating
+from engagement.exceptions import CampaignNotActive, InvalidSchedule
 from engagement.models import (
     Audience,
     Campaign,
@@ -20,6 +20,8 @@ from engagement.models import (
     ReminderPreference,
 )
 from patientportal.accounts.models import User
+from patientportal.consent.models import Purpose
+from patientportal.consent.selectors import patients_with_consent
 
 logger = logging.getLogger(__name__)
 
@@ -53,29 +55,21 @@ def campaign_validate(*, campaign: Campaign) -> None:
         campaign.cohort_code.strip()
     ):
         raise InvalidSchedule("Give the code the cohort selects on.")
-    if not cohorts.selector_for(campaign.audience).available():
-        raise CohortNotAvailable()
     if not campaign.channels:
         raise InvalidSchedule("Choose at least one channel.")
 
 
-def campaign_audience_size(*, campaign: Campaign) -> int | None:
-    """How many patients the cohort has now (None if the cohort is not available here)."""
-    try:
-        return cohorts.cohort_patients(campaign=campaign, purpose="size preview").count()
-    except cohorts.CohortUnavailable:
-        return None
+def campaign_audience_size(*, campaign: Campaign) -> int:
+    """How many patients the cohort has now."""
+    return cohorts.cohort_patients(campaign=campaign, purpose="size preview").count()
 
 
-def campaign_reachable_size(*, campaign: Campaign) -> int | None:
+def campaign_reachable_size(*, campaign: Campaign) -> int:
     """How many of the cohort's patients consent to reminders and have not opted out."""
-    try:
-        queryset = cohorts.cohort_patients(campaign=campaign, purpose="size preview", log=False)
-    except cohorts.CohortUnavailable:
-        return None
+    queryset = cohorts.cohort_patients(campaign=campaign, purpose="size preview", log=False)
     opted_out = ReminderPreference.objects.filter(opted_out_at__isnull=False)
     return (
-        integrations.engagement_consented(queryset)
+        queryset.filter(pk__in=patients_with_consent(purpose=Purpose.ENGAGEMENT))
         .exclude(pk__in=opted_out.values("patient_id"))
         .count()
     )

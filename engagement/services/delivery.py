@@ -30,7 +30,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 
-from engagement import channels, integrations, scheduling, templating
+from engagement import channels, cohorts, scheduling, templating
 from engagement.models import (
     Campaign,
     Channel,
@@ -167,9 +167,7 @@ def deliveries_send_claimed(*, claim_token: str, ids: Iterable[uuid.UUID]) -> Di
         pref.patient_id: pref
         for pref in ReminderPreference.objects.filter(patient_id__in={r.patient_id for r in rows})
     }
-    consented = integrations.engagement_consented_ids(
-        patient_ids=list({r.patient_id for r in rows})
-    )
+    consented = cohorts.consenting_patient_ids(patient_ids=list({r.patient_id for r in rows}))
     now = timezone.now()
     # Outcomes without an outside effect are written per group at the end of the batch (one
     # UPDATE each); an outside send (push, e-mail) is recorded right after the provider accepts.

@@ -8,10 +8,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from engagement import integrations, scheduling
+from engagement import scheduling
 from engagement.models import Occurrence
 from engagement.services.campaigns import RECONNECT_SLUG, system_campaign_get_or_create
 from engagement.services.expansion import occurrence_expand
+from fhirlink.models import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -26,22 +27,14 @@ def reconnect_reminder_send(*, connection_id: Any) -> Occurrence | None:
     """FHIRLINK_NEEDS_REAUTH_HANDLERS entry: a "please reconnect" reminder for the connection's
     patient, once per needs-reauth episode, through the outbox (consent, preferences,
     quiet hours and exactly-once all apply)."""
-    model = integrations.connection_model()
-    if model is None:
-        logger.warning(
-            "needs-reauth event for connection %s, but no Connection model", connection_id
-        )
-        return None
     row = (
-        model._default_manager.filter(pk=connection_id)
-        .values(
-            "patient_id", *(["needs_reauth_at"] if _has_field(model, "needs_reauth_at") else [])
-        )
-        .first()
+        Connection.objects.filter(pk=connection_id).values("patient_id", "needs_reauth_at").first()
     )
     if row is None:
         return None
-    episode = row.get("needs_reauth_at") or timezone.now()
+    reauth_at = row["needs_reauth_at"]
+    # One reminder per needs-reauth episode (or per day if the episode has no timestamp).
+    episode = f"{reauth_at:%Y-%m-%dT%H:%M:%S}" if reauth_at else f"{timezone.now():%Y-%m-%d}"
     campaign = system_campaign_get_or_create(
         slug=RECONNECT_SLUG,
         template_name="Reconnect your health system",
@@ -51,15 +44,8 @@ def reconnect_reminder_send(*, connection_id: Any) -> Occurrence | None:
     return system_event_occurrence(
         campaign_id=campaign.pk,
         patient_id=row["patient_id"],
-        # One reminder per needs-reauth episode (or per day if the episode has no timestamp).
-        event_key=f"needs-reauth:{connection_id}:{episode:%Y-%m-%dT%H:%M:%S}"
-        if row.get("needs_reauth_at")
-        else f"needs-reauth:{connection_id}:{episode:%Y-%m-%d}",
+        event_key=f"needs-reauth:{connection_id}:{episode}",
     )
-
-
-def _has_field(model: Any, name: str) -> bool:
-    return integrations.connection_field(model, (name,)) is not None
 
 
 def system_event_occurrence(

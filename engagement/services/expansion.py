@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from engagement import channels, cohorts, integrations, scheduling
+from engagement import channels, cohorts, scheduling
 from engagement.models import Campaign, Delivery, Occurrence, ReminderPreference
 from patientportal.accounts.models import Patient
 
@@ -88,15 +88,11 @@ def _next_patients(*, occurrence: Occurrence, batch_size: int) -> list[tuple[uui
     if occurrence.patient_id is not None:
         queryset = Patient.objects.filter(pk=occurrence.patient_id)
     else:
-        try:
-            queryset = cohorts.cohort_patients(
-                campaign=occurrence.campaign,
-                purpose=f"occurrence {occurrence.pk}",
-                log=not occurrence.cursor,
-            )
-        except cohorts.CohortUnavailable:
-            logger.warning("occurrence %s: cohort unavailable; nothing expanded", occurrence.pk)
-            return []
+        queryset = cohorts.cohort_patients(
+            campaign=occurrence.campaign,
+            purpose=f"occurrence {occurrence.pk}",
+            log=not occurrence.cursor,
+        )
     if occurrence.cursor:
         queryset = queryset.filter(pk__gt=uuid.UUID(occurrence.cursor))
     return list(queryset.order_by("pk").values_list("pk", "time_zone")[:batch_size])
@@ -112,7 +108,7 @@ def _deliveries_for(
     }
     default = ReminderPreference()
     # Only patients who consent now get rows (dispatch checks again before sending).
-    consented = integrations.engagement_consented_ids(patient_ids=[pk for pk, _ in patient_rows])
+    consented = cohorts.consenting_patient_ids(patient_ids=[pk for pk, _ in patient_rows])
     reachable = {
         channel: channels.backend_for(channel).available_for(patient_ids=ids)
         for channel in campaign.channels

@@ -53,36 +53,6 @@ def test_connection_cohorts(make_campaign):
     assert services.campaign_audience_size(campaign=make_campaign(audience="all_patients")) == 5
 
 
-def test_a_clinical_cohort_is_one_more_selector_and_is_access_logged(make_campaign, monkeypatch):
-    """What a condition-code cohort will look like once the synced-record store exists."""
-
-    class FakeConditionCohort(cohorts.CohortSelector):
-        audience = Audience.CONDITION_CODE
-        uses_clinical_data = True
-
-        def patients(self, campaign):
-            from patientportal.accounts.models import Patient
-
-            return Patient.objects.all()
-
-    monkeypatch.setitem(cohorts.SELECTORS, Audience.CONDITION_CODE, FakeConditionCohort())
-    PatientFactory.create()
-    campaign = make_campaign(audience=Audience.CONDITION_CODE, cohort_code="sct|44054006")
-    before = AccessEvent.objects.count()
-    assert services.campaign_audience_size(campaign=campaign) == 1
-    event = AccessEvent.objects.order_by("-seq").first()
-    assert AccessEvent.objects.count() == before + 1
-    assert event is not None
-    assert (event.actor_kind, event.action, event.purpose, event.patient_id) == (
-        "system",
-        "search",
-        "engagement",
-        None,
-    )
-    assert event.query["cohort"] == "condition_code"
-    assert event.query["campaign"] == campaign.pk
-
-
 def _synced(patient, resources, slug):
     """Writes resources for `patient` through the store's own upsert path."""
     from fhirlink.models import Connection, HealthSystem
@@ -147,7 +117,9 @@ def _medication(fhir_id, code, status="active"):
     }
 
 
-def test_code_cohorts_select_on_the_synced_store_and_are_access_logged(make_campaign):
+def test_code_cohorts_select_on_the_synced_store_and_are_access_logged(
+    make_campaign, grant_engagement
+):
     diabetic = PatientFactory.create()
     _synced(diabetic, [_condition("c1", "44054006")], "hs-a")
     resolved = PatientFactory.create()
@@ -160,6 +132,8 @@ def test_code_cohorts_select_on_the_synced_store_and_are_access_logged(make_camp
     _synced(on_metformin, [_medication("m1", "860975")], "hs-e")
     stopped = PatientFactory.create()
     _synced(stopped, [_medication("m2", "860975", status="stopped")], "hs-f")
+    grant_engagement(diabetic)
+    grant_engagement(other_code)
 
     def members(audience, code):
         campaign = make_campaign(audience=audience, cohort_code=code)
@@ -173,4 +147,25 @@ def test_code_cohorts_select_on_the_synced_store_and_are_access_logged(make_camp
     assert AccessEvent.objects.count() == before + 4
     assert set(AccessEvent.objects.order_by("-seq")[:4].values_list("action", "purpose")) == {
         ("search", "engagement")
+    }
+    # One system entry per resolution, naming the cohort and the campaign, never a patient.
+    size_campaign = make_campaign(audience=Audience.CONDITION_CODE, cohort_code="44054006")
+    assert services.campaign_audience_size(campaign=size_campaign) == 1
+    assert AccessEvent.objects.count() == before + 5
+    # Reachable: in the cohort and consenting (other_code consents but is not in the cohort).
+    assert services.campaign_reachable_size(campaign=size_campaign) == 1
+    assert AccessEvent.objects.count() == before + 5  # the reachable count logs no second entry
+    event = AccessEvent.objects.order_by("-seq").first()
+    assert event is not None
+    assert (
+        event.actor_kind,
+        event.actor_role,
+        event.action,
+        event.purpose,
+        event.patient_id,
+    ) == ("system", "engagement.cohort", "search", "engagement", None)
+    assert event.query == {
+        "cohort": "condition_code",
+        "campaign": size_campaign.pk,
+        "use": "size preview",
     }
