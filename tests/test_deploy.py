@@ -8,6 +8,7 @@ secrets, gunicorn with deploy/gunicorn.conf.py answering the image's health chec
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -148,6 +149,211 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored():
         assert os.access(executable, os.X_OK), executable
         assert executable.read_text().startswith("#!/bin/sh\n")
         subprocess.run(["sh", "-n", str(executable)], check=True)
+
+
+# --- the sandbox stays out of the image --------------------------------------------------------
+
+
+def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(exception, regex) per .dockerignore line, by Docker's rules, which are not .gitignore's:
+    a pattern is relative to the context root, `*` and `?` stop at `/`, `**` spans directories,
+    a matching directory excludes everything under it, a `!` line re-includes, the last match
+    wins."""
+    rules = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = os.path.normpath(line.removeprefix("!").strip()).lstrip("/")
+        regex, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            else:
+                regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        rules.append((exception, re.compile(regex + r"\Z")))
+    return rules
+
+
+def in_build_context(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for exception, regex in rules:
+        if any(regex.match(prefix) for prefix in prefixes):
+            excluded = not exception
+    return not excluded
+
+
+def test_the_sandbox_is_not_in_the_build_context_so_not_in_the_image():
+    rules = dockerignore_rules()
+    assert "fhirlink/sandbox" in (ROOT / ".dockerignore").read_text().splitlines()
+    # The matcher itself, on the lines that were there before.
+    assert not in_build_context(".git/config", rules)
+    assert not in_build_context("fhirlink/__pycache__/vault.cpython-311.pyc", rules)
+    assert in_build_context("deploy/nginx/templates/default.conf.template", rules)
+    shipped = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "fhirlink").rglob("*")
+        if path.is_file() and in_build_context(path.relative_to(ROOT).as_posix(), rules)
+    }
+    sandbox = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "fhirlink" / "sandbox").rglob("*")
+        if path.is_file()
+    }
+    assert "fhirlink/sandbox/views_fhir.py" in sandbox
+    assert not shipped & sandbox
+    assert not [path for path in shipped if path.startswith("fhirlink/sandbox")]
+    assert {"fhirlink/__init__.py", "fhirlink/vault.py", "fhirlink/models/store.py"} <= shipped
+    # The image gets code only through COPYs of directories in the context (no `COPY . .` that
+    # a later edit of .dockerignore could widen), and no COPY names the sandbox.
+    sources = [
+        source
+        for keyword, args in dockerfile_instructions()
+        if keyword == "COPY" and not args.startswith("--from=")
+        for source in shlex.split(args)[:-1]
+    ]
+    assert sources == [
+        "pyproject.toml",
+        "manage.py",
+        "patientportal/",
+        "fhirlink/",
+        "engagement/",
+        "deploy/",
+    ]
+
+
+SANDBOX_ABSENT = r"""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+
+class NotInTheImage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fhirlink.sandbox" or name.startswith("fhirlink.sandbox."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInTheImage())
+
+import django
+
+django.setup()
+from django.core.management import call_command
+
+import patientportal.urls  # noqa: F401  (every view, serializer, admin)
+from patientportal.celery import app
+
+app.loader.import_default_modules()  # every app's tasks
+imported = []
+for path in sorted(Path("fhirlink").rglob("*.py")):
+    parts = path.with_suffix("").parts
+    if parts[:2] == ("fhirlink", "sandbox"):
+        continue
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    importlib.import_module(name)
+    imported.append(name)
+call_command("check")
+print(json.dumps(imported))
+"""
+
+
+def test_production_imports_and_checks_without_the_sandbox_package(tmp_path):
+    """What the image runs, with fhirlink.sandbox unimportable as it is there: the production
+    settings, every URL (views, serializers, admins), every app's tasks, every fhirlink module
+    but the sandbox's, and the system checks."""
+    result = subprocess.run(
+        [sys.executable, "-c", SANDBOX_ABSENT],
+        cwd=ROOT,
+        env=production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = sorted(
+        ".".join(path.with_suffix("").parts[:-1])
+        if path.name == "__init__.py"
+        else ".".join(path.with_suffix("").parts)
+        for path in (p.relative_to(ROOT) for p in sorted((ROOT / "fhirlink").rglob("*.py")))
+        if path.parts[:2] != ("fhirlink", "sandbox")
+    )
+    assert sorted(imported) == expected
+    assert {
+        "fhirlink",
+        "fhirlink.tasks",
+        "fhirlink.api.urls",
+        "fhirlink.management.commands.sync_benchmark",
+    } <= set(imported)
+    assert not [name for name in imported if name.startswith("fhirlink.sandbox")]
+
+
+def sandbox_imports(source: str, package: str) -> list[int]:
+    """Lines of `source` (a module of `package`) that import fhirlink.sandbox: import statements
+    (relative ones resolved), or a constant dotted path given to an importer."""
+    lines = []
+    parts = package.split(".")
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", ""))
+            in {"import_module", "import_string", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names = [str(node.args[0].value)]
+        sandbox = [n for n in names if n == "fhirlink.sandbox" or n.startswith("fhirlink.sandbox.")]
+        if sandbox and isinstance(node, ast.stmt | ast.expr):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_production_code_imports_the_sandbox():
+    """Imports inside functions too (the test above runs the module level only): nothing outside
+    fhirlink/sandbox/ imports it, by a statement or by a dotted path given to an importer."""
+    probe = (
+        "from .sandbox import views\n"
+        "import fhirlink.sandboxed\n"
+        "def f():\n"
+        "    import_string('fhirlink.sandbox.urls.x')\n"
+        "    from fhirlink import sandbox\n"
+        "    from . import vault\n"
+    )
+    assert sandbox_imports(probe, "fhirlink") == [1, 4, 5]
+    assert sandbox_imports("from ..sandbox import faults\n", "fhirlink.api") == [1]
+    files = [ROOT / "manage.py", *(ROOT / "deploy").glob("*.py")]
+    for app in ("patientportal", "fhirlink", "engagement"):
+        files += [
+            path
+            for path in (ROOT / app).rglob("*.py")
+            if not path.is_relative_to(ROOT / "fhirlink" / "sandbox")
+        ]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in files
+        for line in sandbox_imports(
+            path.read_text(), ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+        )
+    ]
+    assert len(files) > 200
+    assert offenders == []
 
 
 def test_builder_installs_exactly_the_pinned_dependencies(tmp_path):
