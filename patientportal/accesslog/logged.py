@@ -238,7 +238,7 @@ def admin_patient_scope(request: HttpRequest) -> AdminPatientScope | None:
     if hasattr(request, _SCOPE_ATTR):
         cached: AdminPatientScope | None = getattr(request, _SCOPE_ATTR)
         return cached
-    path = getattr(settings, "ADMIN_PATIENT_SCOPE", "")
+    path = settings.ADMIN_PATIENT_SCOPE
     user = getattr(request, "user", None)
     scope: AdminPatientScope | None = (
         import_string(path)(user=user) if path and user is not None else None

@@ -214,7 +214,7 @@ def account_deletion_request(*, user: User) -> AccountDeletionRequest:
         locked.is_active = False
         locked.save(update_fields=update_fields)
         if patient is not None:
-            for path in getattr(settings, "ACCOUNT_DELETION_REQUEST_HANDLERS", []):
+            for path in settings.ACCOUNT_DELETION_REQUEST_HANDLERS:
                 transaction.on_commit(
                     partial(_run_deletion_handler, path=path, patient_id=str(patient.pk))
                 )

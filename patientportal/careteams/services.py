@@ -91,7 +91,7 @@ def break_glass_grant(
         )
         raise NotFound("No such patient.")
     now = timezone.now()
-    minutes = int(getattr(settings, "CARETEAMS_BREAK_GLASS_MINUTES", 60))
+    minutes = settings.CARETEAMS_BREAK_GLASS_MINUTES
     with transaction.atomic():
         grant = BreakGlassGrant.objects.create(
             user=user,

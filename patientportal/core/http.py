@@ -14,7 +14,7 @@ def client_ip(request: HttpRequest) -> str | None:
     proxy (dev), REMOTE_ADDR. django-axes lockouts, sign-up rate limits and the access log all
     use this one rule.
     """
-    proxies = getattr(settings, "TRUSTED_PROXY_COUNT", 0)
+    proxies = settings.TRUSTED_PROXY_COUNT
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies and forwarded:
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]

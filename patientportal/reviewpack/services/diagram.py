@@ -36,7 +36,7 @@ def diagram_model(*, health_system: HealthSystem) -> dict[str, Any]:
     """Nodes and flows as data (what the picture shows, machine-readable)."""
     engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     broker = urlsplit(settings.CELERY_BROKER_URL).scheme
-    redis = bool(getattr(settings, "REDIS_URL", None)) or broker in {"redis", "rediss"}
+    redis = bool(settings.REDIS_URL) or broker in {"redis", "rediss"}
     public = _host(settings.PUBLIC_BASE_URL)
     app_scheme = urlsplit(settings.PUBLIC_BASE_URL).scheme.upper()
     ehr_scheme = urlsplit(health_system.fhir_base_url).scheme.upper()
@@ -45,14 +45,12 @@ def diagram_model(*, health_system: HealthSystem) -> dict[str, Any]:
     push = [
         name
         for name, configured in (
-            ("FCM", bool(getattr(settings, "ENGAGEMENT_FCM_PROJECT_ID", ""))),
-            ("APNs", bool(getattr(settings, "ENGAGEMENT_APNS_KEY_ID", ""))),
+            ("FCM", bool(settings.ENGAGEMENT_FCM_PROJECT_ID)),
+            ("APNs", bool(settings.ENGAGEMENT_APNS_KEY_ID)),
         )
         if configured
     ]
-    email_tls = bool(
-        getattr(settings, "EMAIL_USE_TLS", False) or getattr(settings, "EMAIL_USE_SSL", False)
-    )
+    email_tls = bool(settings.EMAIL_USE_TLS or settings.EMAIL_USE_SSL)
     nodes = {
         "app": "Mobile app\n(public OAuth client, PKCE)",
         "browser": "System browser\n(patient signs in at the EHR)",

@@ -296,7 +296,7 @@ def data_inventory() -> dict[str, Any]:
         )
     return {
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
-        "cache_and_broker": "redis" if getattr(settings, "REDIS_URL", None) else "embedded",
+        "cache_and_broker": "redis" if settings.REDIS_URL else "embedded",
         "key_hierarchy": key_hierarchy(),
         "categories": rows,
         "account_deletion_handlers": list(settings.ACCOUNT_DELETION_REQUEST_HANDLERS),

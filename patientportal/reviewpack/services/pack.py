@@ -82,7 +82,7 @@ def _date(value: Any) -> str | None:
 
 def sample_patient_default() -> Patient | None:
     """The demo's synthetic patient when it is seeded (dev/demo only), else none."""
-    if not getattr(settings, "DEMO_ENABLED", False):
+    if not settings.DEMO_ENABLED:
         return None
     from patientportal.accounts.demo import DEMO_PATIENT_EMAIL
 
