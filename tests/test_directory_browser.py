@@ -12,7 +12,6 @@ worker) reads that tenant. A phone-sized screenshot of each step goes to `screen
 
 from __future__ import annotations
 
-import copy
 import io
 import re
 from typing import Any
@@ -20,20 +19,18 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.utils import timezone
-from oauth2_provider.models import Application
 
 from fhirlink.demo import DEMO_CLIENT_ID as SANDBOX_CLIENT_ID
 from fhirlink.demo import DIRECTORY_SOURCE, DIRECTORY_TENANTS, seed
 from fhirlink.directory.importer import directory_import
 from fhirlink.directory.search import directory_search
 from fhirlink.models import Connection, ConnectionStatus, DirectoryEntry, HealthSystem
-from patientportal.accounts.demo import DEMO_CLIENT_ID
 from patientportal.accounts.models import Patient
-from patientportal.consent.demo import DOCUMENTS
-from patientportal.consent.models import ConsentDocument, Purpose
+from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_grant
 from tests.factories import TEST_PASSWORD, PatientFactory
 from tests.fhirlink.test_directory_import import CURRENT
+from tests.fixtures.demo_pages import demo_client_at, phone_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,7 +38,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-PHONE = {"width": 390, "height": 844}
 TOWN = "Kansas City"
 KANSAS_CITY, LIBERTY = (tenant for tenant, *_ in DIRECTORY_TENANTS)
 SYNC_TIMEOUT_MS = 180_000
@@ -51,34 +47,8 @@ SYNC_TIMEOUT_MS = 180_000
 def demo_directory(live_server: Any, settings: Any, sandbox: Any) -> bool:
     """The demo's seed at this live server and the test's sandbox; Oracle's list when present.
     Returns whether Oracle's list was imported."""
-    base = live_server.url
-    settings.PUBLIC_BASE_URL = base
+    demo_client_at(settings, live_server.url)
     settings.SANDBOX_BASE_URL = sandbox.origin
-    settings.FHIRLINK_REDIRECT_URI = f"{base}/fhirlink/callback"
-    settings.FHIRLINK_APP_RETURN_URIS = [f"{base}/demo/"]
-    # The sandbox's approval form sends the browser on to this live server's callback.
-    policy = copy.deepcopy(getattr(settings, "CONTENT_SECURITY_POLICY", None) or {})
-    if "form-action" in policy.get("DIRECTIVES", {}):
-        policy["DIRECTIVES"]["form-action"] = [*policy["DIRECTIVES"]["form-action"], base]
-        settings.CONTENT_SECURITY_POLICY = policy
-    for purpose, (title, body) in DOCUMENTS.items():
-        ConsentDocument.objects.get_or_create(
-            purpose=purpose,
-            version=1,
-            language="en",
-            defaults={"title": title, "body": body, "effective_at": "2026-01-01T00:00:00Z"},
-        )
-    Application.objects.update_or_create(
-        client_id=DEMO_CLIENT_ID,
-        defaults={
-            "name": "Demo reference client (/demo/)",
-            "client_type": Application.CLIENT_PUBLIC,
-            "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
-            "redirect_uris": f"{base}/demo/",
-            "skip_authorization": False,
-            "algorithm": "",
-        },
-    )
     seed(io.StringIO())  # fhirlink's demo data, as `make demo` seeds it
     if CURRENT.exists():
         directory_import(raw=CURRENT.read_bytes(), source="oracle-millennium", origin=CURRENT.name)
@@ -110,25 +80,8 @@ def test_patient_finds_their_hospital_by_town_and_connects(
     assert DirectoryEntry.objects.count() == (1361 if demo_directory else 2)
     assert HealthSystem.objects.filter(pk__in=[e.pk for e in entries.values()]).count() == 0
 
-    context = browser.new_context(viewport=PHONE, is_mobile=True, timezone_id="America/Chicago")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    def console(msg: Any) -> None:
-        if msg.type == "error" and not str(msg.location.get("url", "")).endswith("/favicon.ico"):
-            errors.append(f"{msg.text} ({msg.location.get('url')})")
-
-    page.on("console", console)
-    shots: list[str] = []
-
-    def shot(name: str, section: str = "") -> None:
-        path = screenshot_dir / f"directory-{len(shots) + 1:02d}-{name}.png"
-        if section:
-            page.locator(section).screenshot(path=str(path))
-        else:
-            page.screenshot(path=str(path), full_page=True)
-        shots.append(path.name)
+    view = phone_page(browser, screenshot_dir, "directory")
+    page, errors, shots, shot = view.page, view.errors, view.shots, view.shot
 
     def search(text: str) -> list[str]:
         """Type into the search box; wait until the list shows the API's first page for it
@@ -241,7 +194,7 @@ def test_patient_finds_their_hospital_by_town_and_connects(
         assert urlsplit(page.url).query == ""
         assert errors == []
     finally:
-        context.close()
+        page.context.close()
     assert len(shots) == 6
     for name in shots:
         assert (screenshot_dir / name).stat().st_size > 3_000

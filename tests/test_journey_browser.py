@@ -13,7 +13,6 @@ disconnect with purge. A phone-sized screenshot of each step goes to `screenshot
 
 from __future__ import annotations
 
-import copy
 import re
 from collections import Counter
 from typing import Any
@@ -21,17 +20,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
-from oauth2_provider.models import Application
 
 from fhirlink.models import Connection, ConnectionStatus, HealthSystem, SyncedResource
 from fhirlink.services.launch import health_system_redirect_uri
 from fhirlink.services.registry import health_system_register
 from patientportal.accesslog.models import AccessEvent
-from patientportal.accounts.demo import DEMO_CLIENT_ID
 from patientportal.accounts.models import Patient
-from patientportal.consent.demo import DOCUMENTS
-from patientportal.consent.models import ConsentDocument
 from tests.fhirlink.test_sync_engine import download_all
+from tests.fixtures.demo_pages import demo_client_at, phone_page
 from tests.patientportal.accounts_helpers import run_account_emails_inline
 
 pytestmark = [
@@ -40,7 +36,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-PHONE = {"width": 390, "height": 844}
 SMART_CLIENT_ID = "portal-journey"
 RESOURCES = [
     "Patient",
@@ -132,39 +127,7 @@ def world_setup(
 ) -> HealthSystem:
     """This server at live_server.url (its PUBLIC_BASE_URL), the reference client registered at
     it, and `sandbox` (either profile) as the EHR of a health system `slug`."""
-    base = live_server.url
-    callback = f"{base}/fhirlink/callback"
-    settings.PUBLIC_BASE_URL = base
-    # The CSP's form-action names this server's origin as the settings had it at import: the
-    # sandbox's approval form sends the browser on to this live server's callback.
-    policy = copy.deepcopy(getattr(settings, "CONTENT_SECURITY_POLICY", None) or {})
-    if "form-action" in policy.get("DIRECTIVES", {}):
-        policy["DIRECTIVES"]["form-action"] = [*policy["DIRECTIVES"]["form-action"], base]
-        settings.CONTENT_SECURITY_POLICY = policy
-    settings.FHIRLINK_REDIRECT_URI = callback
-    settings.FHIRLINK_APP_RETURN_URIS = [
-        "org.patientportal.app:/connections/result",
-        f"{base}/demo/",
-    ]
-    for purpose, (title, body) in DOCUMENTS.items():
-        ConsentDocument.objects.get_or_create(
-            purpose=purpose,
-            version=1,
-            language="en",
-            defaults={"title": title, "body": body, "effective_at": "2026-01-01T00:00:00Z"},
-        )
-    # The reference client's registration (as accounts.demo seeds it), at this origin.
-    Application.objects.update_or_create(
-        client_id=DEMO_CLIENT_ID,
-        defaults={
-            "name": "Demo reference client (/demo/)",
-            "client_type": Application.CLIENT_PUBLIC,
-            "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
-            "redirect_uris": f"{base}/demo/",
-            "skip_authorization": False,
-            "algorithm": "",
-        },
-    )
+    demo_client_at(settings, live_server.url)
     # The health system's own redirect URI (/fhirlink/callback/<slug>), at the sandbox.
     sandbox.register_client(SMART_CLIENT_ID, health_system_redirect_uri(slug))
     hs, _ = health_system_register(
@@ -212,26 +175,8 @@ def test_patient_journey_in_chromium(
     worker = request.getfixturevalue("celery_worker_process")
     assert worker.proc is not None
 
-    context = browser.new_context(viewport=PHONE, is_mobile=True, timezone_id="America/Chicago")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    def console(msg: Any) -> None:
-        # Pages other than /demo/ have no favicon (a 404 the browser reports on its own).
-        if msg.type == "error" and not str(msg.location.get("url", "")).endswith("/favicon.ico"):
-            errors.append(f"{msg.text} ({msg.location.get('url')})")
-
-    page.on("console", console)
-    shots: list[str] = []
-
-    def shot(name: str, section: str = "") -> None:
-        path = screenshot_dir / f"journey-{sandbox.profile}-{len(shots) + 1:02d}-{name}.png"
-        if section:  # one card at phone size, as the patient sees it
-            page.locator(section).screenshot(path=str(path))
-        else:
-            page.screenshot(path=str(path), full_page=True)
-        shots.append(path.name)
+    view = phone_page(browser, screenshot_dir, f"journey-{sandbox.profile}")
+    page, errors, shots, shot = view.page, view.errors, view.shots, view.shot
 
     try:
         # 1. The page, signed out.
@@ -408,7 +353,7 @@ def test_patient_journey_in_chromium(
         assert urlsplit(page.url).query == ""
         assert errors == []
     finally:
-        context.close()
+        page.context.close()
     assert len(shots) == 16
     for name in shots:
         assert (screenshot_dir / name).stat().st_size > 3_000

@@ -25,7 +25,8 @@ from patientportal.accounts.models import Patient, User
 from patientportal.consent.models import Purpose
 from patientportal.consent.services import consent_grant
 from tests.fhirlink.test_sync_engine import download_all
-from tests.test_journey_browser import PHONE, expected_counts, sandbox_origin, world_setup
+from tests.fixtures.demo_pages import phone_page
+from tests.test_journey_browser import expected_counts, sandbox_origin, world_setup
 
 pytestmark = [
     pytest.mark.browser,
@@ -89,25 +90,8 @@ def test_a_parent_connects_her_childs_record_labels_it_and_reads_each_apart(
     worker = request.getfixturevalue("celery_worker_process")
     assert worker.proc is not None
 
-    context = browser.new_context(viewport=PHONE, is_mobile=True, timezone_id="America/Chicago")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    def console(msg: Any) -> None:
-        if msg.type == "error" and not str(msg.location.get("url", "")).endswith("/favicon.ico"):
-            errors.append(f"{msg.text} ({msg.location.get('url')})")
-
-    page.on("console", console)
-    shots: list[str] = []
-
-    def shot(name: str, section: str = "") -> None:
-        path = screenshot_dir / f"people-{len(shots) + 1:02d}-{name}.png"
-        if section:
-            page.locator(section).screenshot(path=str(path))
-        else:
-            page.screenshot(path=str(path), full_page=True)
-        shots.append(path.name)
+    view = phone_page(browser, screenshot_dir, "people")
+    page, errors, shots, shot = view.page, view.errors, view.shots, view.shot
 
     def connect(pick: str, name: str) -> None:
         """Connect at the generic sandbox as parentsandbox, choosing `pick` in its picker."""
@@ -353,7 +337,7 @@ def test_a_parent_connects_her_childs_record_labels_it_and_reads_each_apart(
         assert SyncedResource.objects.filter(connection=own).count() == own_rows
         assert errors == []
     finally:
-        context.close()
+        page.context.close()
     assert len(shots) == 9
     for name in shots:
         assert (screenshot_dir / name).stat().st_size > 3_000
