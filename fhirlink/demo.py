@@ -28,14 +28,35 @@ GENERIC_SLUG = "generic-sandbox"
 def seed(stdout: Any) -> None:
     if not getattr(settings, "SANDBOX_ENABLED", False):
         return
-    base = f"{settings.SANDBOX_BASE_URL}/r4/{DEMO_TENANT}"
-    # Its own redirect URI (/fhirlink/callback/sandbox-demo), registered at the sandbox below.
-    redirect_uri = health_system_redirect_uri(DEMO_SLUG)
-    health_system, created = health_system_register(
+    _sandbox_health_system(
+        stdout,
         slug=DEMO_SLUG,
         name="Sandbox Health (Cerner demo tenant)",
-        fhir_base_url=base,
+        fhir_base_url=f"{settings.SANDBOX_BASE_URL}/r4/{DEMO_TENANT}",
         tenant=DEMO_TENANT,
+    )
+    # The generic SMART 2.x sandbox (deploy/Procfile.demo serves it at GENERIC_SANDBOX_BASE_URL).
+    _sandbox_health_system(
+        stdout,
+        slug=GENERIC_SLUG,
+        name="Generic SMART Health (standards-only sandbox)",
+        fhir_base_url=f"{settings.GENERIC_SANDBOX_BASE_URL}/fhir/{GENERIC_TENANT}",
+        tenant=GENERIC_TENANT,
+    )
+    seed_directory(stdout)
+
+
+def _sandbox_health_system(
+    stdout: Any, *, slug: str, name: str, fhir_base_url: str, tenant: str
+) -> None:
+    """A connectable health system at a sandbox tenant, and the demo client registered at that
+    tenant with the health system's own redirect URI (/fhirlink/callback/<slug>)."""
+    redirect_uri = health_system_redirect_uri(slug)
+    health_system, created = health_system_register(
+        slug=slug,
+        name=name,
+        fhir_base_url=fhir_base_url,
+        tenant=tenant,
         client_id=DEMO_CLIENT_ID,
         client_auth=ClientAuth.PUBLIC,
         scope_syntax=ScopeSyntax.V2,
@@ -55,54 +76,13 @@ def seed(stdout: Any) -> None:
         "--access",
         "offline",
         "--tenant",
-        DEMO_TENANT,
+        tenant,
         "--name",
         "Patient Portal (demo)",
         stdout=stdout,
     )
-    stdout.write(
-        f"{'Registered' if created else 'Updated'} health system {health_system.slug} -> {base}\n"
-    )
-    seed_generic(stdout)
-    seed_directory(stdout)
-
-
-def seed_generic(stdout: Any) -> None:
-    """The generic SMART 2.x sandbox (deploy/Procfile.demo serves it at GENERIC_SANDBOX_BASE_URL)
-    as a connectable health system, with its own redirect URI registered there."""
-    base = f"{settings.GENERIC_SANDBOX_BASE_URL}/fhir/{GENERIC_TENANT}"
-    redirect_uri = health_system_redirect_uri(GENERIC_SLUG)
-    health_system, created = health_system_register(
-        slug=GENERIC_SLUG,
-        name="Generic SMART Health (standards-only sandbox)",
-        fhir_base_url=base,
-        tenant=GENERIC_TENANT,
-        client_id=DEMO_CLIENT_ID,
-        client_auth=ClientAuth.PUBLIC,
-        scope_syntax=ScopeSyntax.V2,
-        resources=[*DEFAULT_RESOURCES, "Binary"],
-        redirect_uri=redirect_uri,
-        enabled=True,
-    )
-    call_command(
-        "sandbox_client_register",
-        "--client-id",
-        DEMO_CLIENT_ID,
-        "--redirect-uri",
-        redirect_uri,
-        "--smart",
-        "v2",
-        "--access",
-        "offline",
-        "--tenant",
-        GENERIC_TENANT,
-        "--name",
-        "Patient Portal (demo)",
-        stdout=stdout,
-    )
-    stdout.write(
-        f"{'Registered' if created else 'Updated'} health system {health_system.slug} -> {base}\n"
-    )
+    verb = "Registered" if created else "Updated"
+    stdout.write(f"{verb} health system {health_system.slug} -> {fhir_base_url}\n")
 
 
 # The demo's directory (issue #22): a few connectable sandbox tenants among Oracle's real (not
