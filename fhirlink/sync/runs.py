@@ -42,11 +42,6 @@ logger = logging.getLogger(__name__)
 
 USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
 
-# What the patient's summary shows, fetched first: conditions, medications, allergies, then
-# Observation (its probe page is the newest results and vitals; its date windows follow,
-# newest first). The other types follow in name order.
-SUMMARY_TYPES = ("Condition", "MedicationRequest", "AllergyIntolerance", "Observation")
-
 
 def sync_request(*, connection_id: Any, trigger: str = SyncTrigger.PATIENT) -> SyncRun | None:
     """Queue a sync of the connection (after commit, the task runs it). Returns the queued run,
@@ -230,9 +225,9 @@ def _plan(run: SyncRun) -> None:
 
 
 def _order(resource_type: str) -> tuple[int, str]:
-    if resource_type in SUMMARY_TYPES:
-        return SUMMARY_TYPES.index(resource_type), ""
-    return len(SUMMARY_TYPES), resource_type
+    if resource_type in queue.SUMMARY_TYPES:
+        return queue.SUMMARY_TYPES.index(resource_type), ""
+    return len(queue.SUMMARY_TYPES), resource_type
 
 
 def _steps_to_resume(run: SyncRun) -> list[Message]:
@@ -244,7 +239,7 @@ def _steps_to_resume(run: SyncRun) -> list[Message]:
         run.streams.filter(status=StreamStatus.PENDING),
         key=lambda s: (_order(s.resource_type), s.pk),
     )
-    messages = [queue.stream_step(s.pk, s.pages) for s in pending]
+    messages = [queue.stream_step(s.pk, s.pages, key=s.key) for s in pending]
     SyncStream.objects.filter(pk__in=[s.pk for s in pending]).update(stepped_at=timezone.now())
     jobs = extras.jobs_left(run, streams_pending=bool(pending))
     if not pending:

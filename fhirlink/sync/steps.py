@@ -84,7 +84,7 @@ def stream_step(*, stream_id: int, pages: int, attempt: int = 0, bad: int = 0) -
     read = "_read" in stream.params
     if not read and pages >= cfg.max_pages:
         return _stream_failed(stream, "too_many_pages")
-    again = Message(queue.STREAM_STEP, [stream_id, pages, attempt, bad])
+    again = queue.stream_step(stream_id, pages, attempt, bad, key=stream.key)
     try:
         client = fhir_client(run)
     except CONNECTION_ENDED as exc:
@@ -189,9 +189,9 @@ def _page_store(stream: SyncStream, page: Page, *, requests: int, failed: str) -
         owner.pages += 1
         owner.bytes += page.size
         owner.requests += requests
-        messages = [queue.stream_step(c.pk, 0) for c in children]
+        messages = [queue.stream_step(c.pk, 0, key=c.key) for c in children]
         if locked.status == StreamStatus.PENDING:
-            messages.insert(0, queue.stream_step(locked.pk, locked.pages))
+            messages.insert(0, queue.stream_step(locked.pk, locked.pages, key=locked.key))
             finish = False
         else:
             more, finish = _stream_ended(owner, locked)

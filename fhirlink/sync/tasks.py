@@ -49,7 +49,9 @@ STEP_OPTIONS: dict[str, Any] = {
 
 def messages_send(messages: list[Message]) -> None:
     for message in messages:
-        TASKS[message.task].apply_async(args=message.args, countdown=message.countdown or None)
+        TASKS[message.task].apply_async(
+            args=message.args, countdown=message.countdown or None, priority=message.priority
+        )
 
 
 def _run(message: Message) -> str:
