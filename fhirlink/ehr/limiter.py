@@ -11,8 +11,10 @@ requests in flight and `rate_per_second` requests a second.
   add), so a killed worker's slot frees itself when its lease ends. In memory: the same with a
   dict under a lock. Both are behind one interface and tested alike.
 
-A caller that gets no slot does not wait: the sync's step re-enqueues itself with a short
-countdown (`try_acquire` returns None), so no worker process is held by a busy health system.
+`try_acquire` never waits (None: no slot now). The sync's step asks again every 20 ms for
+up to 2 s (a slot frees when another worker's request ends), then re-enqueues itself with a
+short countdown (`fhirlink.sync.context.slot_take`), so a busy health system holds a worker
+process for a bounded time only.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ connection's token, take a slot of the health system's limits, record errors."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -37,6 +38,10 @@ USABLE = (ConnectionStatus.ACTIVE, ConnectionStatus.SYNCING)
 TOKEN_RETRYABLE = (RefreshInProgress, RefreshThrottled, EhrUnavailable, http.EhrRetryable)
 # The connection can no longer be used: the run ends with the error's code.
 CONNECTION_ENDED = (ReauthRequired, ConnectionGone, ConnectionNotFound)
+# A step finding no slot of its health system's limits asks again this often, for at most
+# this long, before it re-enqueues itself.
+SLOT_POLL_SECONDS = 0.02
+SLOT_WAIT_SECONDS_MAX = 2.0
 
 
 def run_check(run: SyncRun) -> str:
@@ -93,8 +98,15 @@ def _limiter(url: str, concurrency: int, rate: int, lease: float) -> HealthSyste
 
 
 def slot_take(run: SyncRun) -> Slot | None:
-    """A slot of the health system's limits for one request, or None (ask again shortly).
-    Its lease outlives the longest request (and a 401's refresh and second try)."""
+    """A slot of the health system's limits for one request. Its lease outlives the longest
+    request (and a 401's refresh and second try).
+
+    When every slot is held (or the second's rate is spent), the step asks again every
+    SLOT_POLL_SECONDS: a slot frees as soon as another worker's request ends, usually well
+    within one request's time. Only after `SLOT_WAIT_SECONDS_MAX` without one does it give
+    up (None: the step re-enqueues itself with a countdown), so a busy health system holds a
+    worker process for a bounded time, and a summary step keeps its place instead of going
+    to the back of the queue."""
     cfg = sync_settings()
     limiter = _limiter(
         cfg.limiter_url,
@@ -102,7 +114,13 @@ def slot_take(run: SyncRun) -> Slot | None:
         cfg.rate_per_second,
         2 * (cfg.http_connect_timeout + cfg.http_read_timeout) + 5,
     )
-    return limiter.try_acquire(str(run.connection.health_system_id))
+    key = str(run.connection.health_system_id)
+    deadline = time.monotonic() + SLOT_WAIT_SECONDS_MAX
+    while True:
+        slot = limiter.try_acquire(key)
+        if slot is not None or time.monotonic() >= deadline:
+            return slot
+        time.sleep(SLOT_POLL_SECONDS)
 
 
 def slot_release(slot: Slot) -> None:
