@@ -27,8 +27,10 @@ def _formfield(field: Any, **kwargs: Any) -> Any:
     return field.formfield(**kwargs)
 
 
-class HealthSystemForm(forms.ModelForm[HealthSystem]):
-    secret = forms.CharField(
+def secret_field() -> forms.CharField:
+    """The write-only client secret / private key of a registration (a health system's, a
+    platform app's): typed in, stored sealed, never rendered back."""
+    return forms.CharField(
         required=False,
         strip=True,
         widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
@@ -37,6 +39,10 @@ class HealthSystemForm(forms.ModelForm[HealthSystem]):
             "stored encrypted, never shown. Leave empty to keep the stored one."
         ),
     )
+
+
+class HealthSystemForm(forms.ModelForm[HealthSystem]):
+    secret = secret_field()
 
     class Meta:
         model = HealthSystem

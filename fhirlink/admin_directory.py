@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.db import models
 from django.http import HttpRequest
 
+from fhirlink.admin import secret_field
 from fhirlink.directory.platform import directory_entries_hold_back, platform_app_save
 from fhirlink.models import (
     DirectoryEntry,
@@ -64,15 +65,7 @@ class DirectoryEntryAdmin(_ReadOnly):
 
 
 class PlatformAppForm(forms.ModelForm[PlatformApp]):
-    secret = forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off"}),
-        help_text=(
-            "Client secret (client_secret_basic) or PEM private key (private_key_jwt). Write-only: "
-            "stored encrypted, never shown. Leave empty to keep the stored one."
-        ),
-    )
+    secret = secret_field()
 
     class Meta:
         model = PlatformApp

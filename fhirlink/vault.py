@@ -71,23 +71,30 @@ class KeyProvider(Protocol):
     def unwrap(self, *, key_id: str, wrapped: bytes, aad: bytes) -> bytes: ...
 
 
+def parse_keys(raw: str, *, setting: str) -> dict[str, bytes]:
+    """{key id: 32-byte key} from a setting's "id:base64key,id:base64key" (the vault's KEKs
+    and the index keys share the format); a malformed entry names the setting, never a key."""
+    keys: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key_id, sep, b64 = item.partition(":")
+        if not sep or not key_id:
+            raise VaultError(f"{setting} entries must be key_id:base64key")
+        try:
+            key = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise VaultError(f"{setting} holds a key that is not base64") from exc
+        if len(key) != 32:
+            raise VaultError(f"{setting} keys must be 32 bytes (AES-256 / HMAC-SHA256)")
+        keys[key_id] = key
+    return keys
+
+
 class SettingsKeyProvider:
     """KEKs from `settings.VAULT_KEYS` ("id:base64key,id:base64key") and `VAULT_ACTIVE_KEY_ID`."""
 
     def __init__(self, keys: str | None = None, active: str | None = None) -> None:
         raw = settings.VAULT_KEYS if keys is None else keys
-        self._keys: dict[str, bytes] = {}
-        for item in filter(None, (part.strip() for part in raw.split(","))):
-            key_id, sep, b64 = item.partition(":")
-            if not sep or not key_id:
-                raise VaultError("VAULT_KEYS entries must be key_id:base64key")
-            try:
-                key = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise VaultError("VAULT_KEYS holds a key that is not base64") from exc
-            if len(key) != 32:
-                raise VaultError("VAULT_KEYS keys must be 32 bytes (AES-256)")
-            self._keys[key_id] = key
+        self._keys = parse_keys(raw, setting="VAULT_KEYS")
         self._active = settings.VAULT_ACTIVE_KEY_ID if active is None else active
         if self._active not in self._keys:
             raise VaultError("VAULT_ACTIVE_KEY_ID does not name a key in VAULT_KEYS")
@@ -361,18 +368,7 @@ class IndexKeys:
     """The configured index keys ({key id: key}) and the active key id."""
 
     def __init__(self, keys: str, active: str) -> None:
-        self.keys: dict[str, bytes] = {}
-        for item in filter(None, (part.strip() for part in keys.split(","))):
-            key_id, sep, b64 = item.partition(":")
-            if not sep or not key_id:
-                raise VaultError("FHIRLINK_INDEX_KEYS entries must be key_id:base64key")
-            try:
-                key = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise VaultError("FHIRLINK_INDEX_KEYS holds a key that is not base64") from exc
-            if len(key) != 32:
-                raise VaultError("FHIRLINK_INDEX_KEYS keys must be 32 bytes")
-            self.keys[key_id] = key
+        self.keys = parse_keys(keys, setting="FHIRLINK_INDEX_KEYS")
         if active not in self.keys:
             raise VaultError("FHIRLINK_INDEX_ACTIVE_KEY_ID does not name a key in the index keys")
         self.active = active
